@@ -1,0 +1,85 @@
+"""``l2v-search models`` and ``l2v-search encode``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .. import models
+from ..errors import UsageError
+from . import app, err, out
+from .options import DEFAULT_MODEL, Causal, Device, Dtype, Json, MaxLength, Model, Pooling, print_json
+
+
+@app.command("models")
+def models_cmd(json_: Json = False) -> None:
+    """List model aliases and models already in the cache.
+
+    Example: l2v-search models --json
+    """
+    rows = [
+        {"name": a.name, "kind": "base", "description": a.description, "terms": a.terms}
+        for a in models.BASE_ALIASES.values()
+    ]
+    for name, path in models.packaged_encoders().items():
+        manifest = models.read_json(path / "manifest.json")
+        rows.append({"name": name, "kind": "encoder", "description": f"LLM2Vec encoder on {manifest['base_model']} "
+                     f"({' + '.join(manifest['adapters'])})", "default": name == models.DEFAULT_ENCODER})
+    cached = models.cached_models()
+    if json_:
+        print_json({"aliases": rows, "cached": cached, "cache_dir": str(models.home())})
+        return
+    table = Table("alias", "kind", "description", title="Model aliases")
+    for r in rows:
+        table.add_row(r["name"] + (" (default)" if r.get("default") else ""), r["kind"], r["description"])
+    out.print(table)
+    table = Table("name", "type", "size", "path", title=f"Cached in {models.home()}")
+    for c in cached:
+        table.add_row(c["name"], str(c["model_type"]), f"{c['bytes'] / 1e6:,.0f} MB", c["path"])
+    out.print(table)
+
+
+@app.command("encode")
+def encode_cmd(
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed; '-' reads one per line from stdin.")] = None,
+    model: Model = DEFAULT_MODEL,
+    instruction: Annotated[str | None, typer.Option("--instruction", "-i", help="Task instruction (not pooled).")] = None,
+    pooling: Pooling = None,
+    causal: Causal = False,
+    max_length: MaxLength = None,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    no_normalize: Annotated[bool, typer.Option("--no-normalize", help="Return raw pooled vectors.")] = False,
+    json_: Json = False,
+) -> None:
+    """Embed texts and print the vectors.
+
+    Example: l2v-search encode "a cat" "a dog" --json
+    """
+    import sys
+
+    from ..encoder import load_encoder
+
+    texts = list(texts or [])
+    if texts == ["-"]:
+        try:
+            texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        except UnicodeDecodeError:
+            raise UsageError("stdin is not valid UTF-8 text") from None
+    if not texts:
+        raise UsageError("no texts to encode (pass them as arguments, or '-' to read stdin)")
+    enc = load_encoder(model, pooling=pooling, causal=causal or None, max_length=max_length, dtype=dtype,
+                       device=device, normalize=False if no_normalize else None)
+    vectors = enc.encode(texts, instruction)
+    if enc.stats.truncated:
+        err.print(f"[yellow]warning:[/yellow] {enc.stats.truncated} text(s) truncated to {enc.config.max_length} tokens")
+    if json_:
+        print_json({"model": model, "dim": enc.dim, "embeddings": vectors.tolist()})
+        return
+    table = Table("#", "text", "dim", "vector", title=f"{model} ({enc.config.pooling} pooling)")
+    for i, (t, v) in enumerate(zip(texts, vectors)):
+        preview = ", ".join(f"{x:+.4f}" for x in v[:4]) + ", ..."
+        table.add_row(str(i), t[:60], str(len(v)), f"[{preview}]")
+    out.print(table)

@@ -1,0 +1,353 @@
+"""The LLM2Vec encoder: a bidirectional decoder LLM with instruction-aware pooling.
+
+    texts ─ tokenizer ─┐
+    instruction ───────┴─ [specials | instruction ids | text ids | specials] ─ model ─ pool(text ids) ─ L2
+
+The instruction and the text are tokenized separately and their ids concatenated, so the
+pooling mask is exact (no separator strings). Batches are formed from texts sorted by token
+count under a padded-token budget, which removes almost all padding work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .bidirectional import set_bidirectional
+from .errors import ModelError, UsageError
+from .manifest import fingerprint
+from .models import DEFAULT_ENCODER, ModelSource, resolve
+from .pooling import POOLING_MODES, pool
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    pooling: str = "mean"  # one of POOLING_MODES
+    max_length: int = 512  # tokens per sequence, instruction and special tokens included
+    normalize: bool = True  # L2-normalize embeddings (inner product == cosine)
+    causal: bool = False  # keep the LLM's causal attention (the paper's "Uni" baseline)
+    query_instruction: str = ""  # attended to, excluded from pooling
+    document_instruction: str = ""
+    dtype: str = "auto"  # auto: bf16 on CUDA and on CPUs with AMX/AVX-512 bf16, else fp32
+    device: str = "auto"  # auto: cuda if available, else cpu
+    batch_tokens: int = 8192  # padded tokens per forward pass
+    max_batch_size: int = 128
+    attn_implementation: str | None = None  # None: transformers' default (sdpa where supported)
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        if self.pooling not in POOLING_MODES:
+            raise UsageError(f"unknown pooling {self.pooling!r}; valid pooling modes are: {', '.join(POOLING_MODES)}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise UsageError(f"unknown dtype {self.dtype!r}; valid: auto, {', '.join(DTYPES)}")
+        if self.max_length < 8:
+            raise UsageError(f"max_length must be at least 8 tokens, got {self.max_length}")
+        if self.batch_tokens < self.max_length:
+            raise UsageError(f"batch_tokens ({self.batch_tokens}) must be >= max_length ({self.max_length})")
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """AMX or AVX-512 bf16: bf16 matmuls run ~4x faster than fp32 on such CPUs."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def select_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise UsageError(f"invalid device {device!r}: {e}") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UsageError(f"device {device!r} does not exist here ({torch.cuda.device_count()} CUDA devices)")
+    return dev
+
+
+def select_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype != "auto":
+        return DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else torch.float32
+
+
+@dataclasses.dataclass
+class EncodeStats:
+    texts: int = 0
+    tokens: int = 0  # real tokens, instructions included
+    padded_tokens: int = 0
+    truncated: int = 0  # texts cut to max_length (reported, never silent)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    order: list[int]  # positions in the input of each row
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T) 1 = real token
+    pool_mask: torch.Tensor  # (B, T) 1 = token pooled (text, not instruction)
+
+
+def plan_batches(lengths: Sequence[int], batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """Group indices, longest first, so that rows x longest row <= batch_tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current = [], []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and ((len(current) + 1) * longest > batch_tokens or len(current) >= max_batch_size):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Encoder:
+    """A decoder LLM turned text encoder. Build with :func:`load_encoder`."""
+
+    def __init__(self, model, tokenizer, config: EncoderConfig, source: ModelSource | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.source = source
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.stats = EncodeStats()
+        self._prefix, self._suffix = _special_tokens(tokenizer)
+        if config.pooling == "eos" and tokenizer.eos_token_id is not None and not self._suffix:
+            self._suffix = [tokenizer.eos_token_id]  # eos pooling needs an EOS token to pool
+        self._pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.get_text_config().hidden_size)
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the vectors: weights, pooling, attention, length and instructions."""
+        c = self.config
+        return {
+            "model": self.source.identity() if self.source else {"spec": type(self.model).__name__},
+            "pooling": c.pooling,
+            "causal": c.causal,
+            "max_length": c.max_length,
+            "normalize": c.normalize,
+            "query_instruction": c.query_instruction,
+            "document_instruction": c.document_instruction,
+            "dim": self.dim,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        ident = self.identity()
+        ident.pop("dtype")  # bf16 and fp32 vectors are interchangeable (cosine >= 0.998)
+        ident["model"] = {k: v for k, v in ident["model"].items() if k not in ("base", "spec")} | {
+            "adapters": [a["sha256"] for a in ident["model"].get("adapters", [])]
+        }
+        return fingerprint([ident])
+
+    # -- tokenization -----------------------------------------------------------------------
+    def _ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts of ``texts`` alone (no instruction, no special tokens)."""
+        return [len(x) for x in self._ids(texts)]
+
+    def text_budget(self, instruction: str | None = None) -> int:
+        """How many text tokens fit in one sequence next to ``instruction`` and special tokens."""
+        n_instr = len(self._ids([instruction])[0]) if instruction else 0
+        return self.config.max_length - n_instr - len(self._prefix) - len(self._suffix)
+
+    def tokenize(self, texts: Sequence[str], instruction: str | None = None) -> tuple[list[list[int]], list[int]]:
+        """Sequences of ids and, for each, where the pooled text starts; truncation is counted."""
+        instr = self._ids([instruction])[0] if instruction else []
+        budget = self.config.max_length - len(instr) - len(self._prefix) - len(self._suffix)
+        if budget < 1:
+            raise UsageError(f"the instruction alone fills max_length={self.config.max_length} tokens")
+        seqs, starts = [], []
+        head = self._prefix + instr
+        for ids in self._ids(texts):
+            if len(ids) > budget:
+                self.stats.truncated += 1
+                ids = ids[:budget]
+            seqs.append(head + ids + self._suffix)
+            starts.append(len(head))
+        return seqs, starts
+
+    def _collate(self, seqs, starts, rows: list[int]) -> Batch:
+        width = max(len(seqs[i]) for i in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        pool_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        pool_suffix = self.config.pooling == "eos"  # eos pools the appended EOS token
+        for r, i in enumerate(rows):
+            n = len(seqs[i])
+            ids[r, :n] = torch.tensor(seqs[i])
+            attn[r, :n] = 1
+            pool_mask[r, starts[i] : n - (0 if pool_suffix else len(self._suffix))] = 1
+        return Batch(rows, ids, attn, pool_mask)
+
+    def batches(self, texts: Sequence[str], instruction: str | None = None) -> Iterable[Batch]:
+        seqs, starts = self.tokenize(texts, instruction)
+        for rows in plan_batches([len(s) for s in seqs], self.config.batch_tokens, self.config.max_batch_size):
+            yield self._collate(seqs, starts, rows)
+
+    # -- encoding ---------------------------------------------------------------------------
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Pooled (not normalized) embeddings of one batch, float32 (B, H); gradients flow."""
+        out = self.model(
+            input_ids=batch.input_ids.to(self.device), attention_mask=batch.attention_mask.to(self.device)
+        )
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return pool(hidden, batch.pool_mask.to(self.device), self.config.pooling)
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        normalize: bool | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts`` (float32, (N, dim), input order). ``progress(n_texts, n_tokens)`` per batch."""
+        if isinstance(texts, str):
+            raise UsageError("encode() takes a list of texts, not a single string")
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        for t in texts:
+            if not isinstance(t, str):
+                raise UsageError(f"texts must be strings, got {type(t).__name__}")
+        normalize = self.config.normalize if normalize is None else normalize
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        was_training = self.model.training
+        self.model.eval()
+        truncated_before = self.stats.truncated
+        try:
+            for batch in self.batches(texts, instruction):
+                emb = self.forward(batch)
+                if normalize:
+                    emb = torch.nn.functional.normalize(emb, dim=-1)
+                out[batch.order] = emb.cpu().numpy()
+                n_tok = int(batch.attention_mask.sum())
+                self.stats.texts += len(batch.order)
+                self.stats.tokens += n_tok
+                self.stats.padded_tokens += batch.input_ids.numel()
+                if progress:
+                    progress(len(batch.order), n_tok)
+        finally:
+            self.model.train(was_training)
+        if (cut := self.stats.truncated - truncated_before) > 0:
+            log.warning("%d of %d texts were longer than max_length=%d tokens and were truncated",
+                        cut, len(texts), self.config.max_length)
+        return out
+
+    def encode_queries(self, queries: Sequence[str], instruction: str | None = None, **kw) -> np.ndarray:
+        """Embed queries with ``instruction``, or this encoder's default query instruction."""
+        return self.encode(queries, self.config.query_instruction if instruction is None else instruction, **kw)
+
+    def encode_documents(self, docs: Sequence[str], **kw) -> np.ndarray:
+        return self.encode(docs, self.config.document_instruction or None, **kw)
+
+
+def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer itself adds around a text (e.g. Gemma's <bos>), found by asking it."""
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    full = tokenizer("x", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain) :])
+    return [], []
+
+
+def load_model_and_tokenizer(
+    source: ModelSource,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    causal_lm: bool = False,
+):
+    """Load the base weights, merge the source's adapters in fp32, then cast and move."""
+    import transformers
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    transformers.logging.set_verbosity_error()
+    cls = AutoModelForCausalLM if causal_lm else AutoModel
+    kw: dict[str, Any] = dict(use_safetensors=True, trust_remote_code=trust_remote_code, dtype=torch.float32)
+    if attn_implementation:
+        kw["attn_implementation"] = attn_implementation
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.base_dir, trust_remote_code=trust_remote_code)
+        model = cls.from_pretrained(source.base_dir, **kw)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ModelError(f"cannot load {source.base_dir}: {_first_line(e)}") from None
+    if source.adapters:
+        model = merge_adapters(model, source.adapters, into=model.model if causal_lm else model)
+    return model.to(device=device, dtype=dtype), tokenizer
+
+
+def merge_adapters(model, adapters, into=None):
+    """Merge LoRA adapters (trained on the base model, without LM head) into ``into``, in order."""
+    from peft import PeftModel
+
+    target = model if into is None else into
+    for a in adapters:
+        try:
+            merged = PeftModel.from_pretrained(target, str(a)).merge_and_unload()
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise ModelError(f"cannot load adapter {a}: {_first_line(e)}") from None
+        if into is None:
+            target = model = merged
+        else:
+            target = merged
+    if into is not None and hasattr(model, "model"):
+        model.model = target
+    return model
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+def load_encoder(spec: str = DEFAULT_ENCODER, **overrides: Any) -> Encoder:
+    """Load an encoder from a ``--model`` spec; ``overrides`` are :class:`EncoderConfig` fields.
+
+    Defaults come from the encoder's manifest when the spec names a trained encoder.
+    """
+    source = resolve(spec)
+    defaults = {}
+    if source.encoder:
+        fields = {f.name for f in dataclasses.fields(EncoderConfig)}
+        defaults = {k: v for k, v in source.encoder.get("encoder", {}).items() if k in fields}
+    config = EncoderConfig(**{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+    device = select_device(config.device)
+    dtype = select_dtype(config.dtype, device)
+    model, tokenizer = load_model_and_tokenizer(
+        source, dtype=dtype, device=device, attn_implementation=config.attn_implementation,
+        trust_remote_code=config.trust_remote_code,
+    )
+    model.eval()
+    set_bidirectional(model, enabled=not config.causal)
+    return Encoder(model, tokenizer, config, source)

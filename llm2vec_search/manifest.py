@@ -1,0 +1,83 @@
+"""Manifests: the JSON record written beside every artifact (encoder, embeddings, index, eval run).
+
+A manifest says what made an artifact, so a loader can refuse a mismatch with a message that
+names what differs, and a result can be reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+_VERSIONED = ("llm2vec-search", "torch", "transformers", "peft", "faiss-cpu", "faiss-gpu-cu12", "numpy",
+              "pyarrow", "bm25s")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape an artifact (those installed)."""
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(parts: Iterable[Any]) -> str:
+    """A short stable hash of JSON-serialisable parts (configs, file hashes, ids)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and ``os.replace``: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A frozen dataclass (or mapping) as a plain dict for a manifest."""
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    raise TypeError(f"cannot record {type(obj).__name__} in a manifest")
+
+
+def diff(expected: Mapping[str, Any], found: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+    """Human-readable differences between two manifests on ``keys``: ``key: a != b``."""
+    return [f"{k}: {expected.get(k)!r} != {found.get(k)!r}" for k in keys if expected.get(k) != found.get(k)]

@@ -1,0 +1,173 @@
+"""Shared pieces of the training stages: LoRA set-up, checkpoints that resume exactly, the
+encoder directory a stage writes, and reading text files."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UsageError
+from ..manifest import library_versions, read_json, sha256_file, write_json_atomic
+from ..models import ENCODER_MANIFEST_KIND
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: tuple[str, ...] = LORA_TARGETS
+
+
+def add_lora(base: torch.nn.Module, cfg: LoraConfig):
+    """Wrap the base model (no LM head) in a fresh LoRA adapter; returns the peft model."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets), bias="none"
+    )
+    return get_peft_model(base, peft_cfg)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast where the hardware runs it fast (fp32 master weights stay in the optimizer)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def read_lines(path: str | os.PathLike) -> Iterator[str]:
+    """Non-empty lines of a text file (``.gz`` read transparently), with a clear error if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"training file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:
+            for line in f:
+                if line := line.strip():
+                    yield line
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    return {"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)[:16]}
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+def save_checkpoint(run_dir: Path, step: int, peft_model, optimizer, scheduler, extra: dict[str, Any]) -> Path:
+    """Write ``checkpoint-<step>`` atomically (a temporary folder, then rename)."""
+    final = run_dir / f"checkpoint-{step:06d}"
+    tmp = run_dir / f".checkpoint-{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    peft_model.save_pretrained(tmp / "adapter", safe_serialization=True)
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        },
+        tmp / "state.pt",
+    )
+    write_json_atomic(tmp / "trainer.json", {"step": step, **extra})
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(run_dir.glob("checkpoint-*")) if run_dir.is_dir() else []
+    return found[-1] if found else None
+
+
+def load_checkpoint(ckpt: Path, peft_model, optimizer, scheduler) -> dict[str, Any]:
+    """Restore adapter weights, optimizer, scheduler and RNG state; returns trainer.json."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if not (ckpt / "trainer.json").is_file():
+        raise UsageError(f"{ckpt} is not a training checkpoint (no trainer.json)")
+    set_peft_model_state_dict(peft_model, load_file(ckpt / "adapter" / "adapter_model.safetensors"))
+    # Our own file, written by save_checkpoint: it holds tensors and plain containers.
+    state = torch.load(ckpt / "state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    return read_json(ckpt / "trainer.json")
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    for old in sorted(run_dir.glob("checkpoint-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# -- encoder directories -------------------------------------------------------------------
+def write_encoder_dir(
+    out: Path,
+    *,
+    base_model: str,
+    previous_adapters: list[Path],
+    new_adapter: tuple[str, Any] | None,
+    encoder: dict[str, Any],
+    recipe: dict[str, Any],
+) -> Path:
+    """Write an encoder directory: ``manifest.json`` plus one folder per adapter, in merge order.
+
+    Each adapter's ``adapter_config.json`` names the previous stage as its base (a relative
+    path), so the official LLM2Vec layout loader reads every stage folder too.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+    for src in previous_adapters:
+        name = src.name
+        if src.resolve() != (out / name).resolve():
+            shutil.copytree(src, out / name, dirs_exist_ok=True)
+        names.append(name)
+    if new_adapter is not None:
+        name, peft_model = new_adapter
+        tmp = out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        peft_model.save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(out / name, ignore_errors=True)
+        os.replace(tmp, out / name)
+        names.append(name)
+    for i, name in enumerate(names):
+        cfg_path = out / name / "adapter_config.json"
+        cfg = read_json(cfg_path)
+        cfg["base_model_name_or_path"] = base_model if i == 0 else f"../{names[i - 1]}"
+        write_json_atomic(cfg_path, cfg)
+    old = read_json(out / "manifest.json") if (out / "manifest.json").is_file() else {}
+    manifest = {
+        "kind": ENCODER_MANIFEST_KIND,
+        "base_model": base_model,
+        "adapters": names,
+        "encoder": encoder,
+        "recipe": {**old.get("recipe", {}), **recipe},
+        "library_versions": library_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    return out
