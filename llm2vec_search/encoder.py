@@ -176,15 +176,24 @@ class Encoder:
         n_instr = len(self._ids([instruction])[0]) if instruction else 0
         return self.config.max_length - n_instr - len(self._prefix) - len(self._suffix)
 
-    def tokenize(self, texts: Sequence[str], instruction: str | None = None) -> tuple[list[list[int]], list[int]]:
-        """Sequences of ids and, for each, where the pooled text starts; truncation is counted."""
-        instr = self._ids([instruction])[0] if instruction else []
-        budget = self.config.max_length - len(instr) - len(self._prefix) - len(self._suffix)
-        if budget < 1:
-            raise UsageError(f"the instruction alone fills max_length={self.config.max_length} tokens")
+    def tokenize(
+        self, texts: Sequence[str], instruction: str | Sequence[str | None] | None = None
+    ) -> tuple[list[list[int]], list[int]]:
+        """Sequences of ids and, for each, where the pooled text starts; truncation is counted.
+
+        ``instruction`` is one string for all texts, or one (or None) per text.
+        """
+        per_text = [instruction] * len(texts) if instruction is None or isinstance(instruction, str) else instruction
+        if len(per_text) != len(texts):
+            raise UsageError(f"{len(per_text)} instructions for {len(texts)} texts")
+        distinct = sorted({i for i in per_text if i})
+        instr_ids = dict(zip(distinct, self._ids(distinct))) if distinct else {}
         seqs, starts = [], []
-        head = self._prefix + instr
-        for ids in self._ids(texts):
+        for ids, instr in zip(self._ids(texts), per_text):
+            head = self._prefix + instr_ids.get(instr, [])
+            budget = self.config.max_length - len(head) - len(self._suffix)
+            if budget < 1:
+                raise UsageError(f"the instruction alone fills max_length={self.config.max_length} tokens")
             if len(ids) > budget:
                 self.stats.truncated += 1
                 ids = ids[:budget]
@@ -211,6 +220,15 @@ class Encoder:
             yield self._collate(seqs, starts, rows)
 
     # -- encoding ---------------------------------------------------------------------------
+    def forward_texts(
+        self, texts: Sequence[str], instruction: str | Sequence[str | None] | None = None
+    ) -> torch.Tensor:
+        """Pooled embeddings (B, H) of ``texts`` in input order, one padded batch, with gradients (training)."""
+        seqs, starts = self.tokenize(texts, instruction)
+        batch = self._collate(seqs, starts, list(range(len(seqs))))
+        self.stats.tokens += int(batch.attention_mask.sum())
+        return self.forward(batch)
+
     def forward(self, batch: Batch) -> torch.Tensor:
         """Pooled (not normalized) embeddings of one batch, float32 (B, H); gradients flow."""
         out = self.model(
@@ -287,10 +305,15 @@ def load_model_and_tokenizer(
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
     causal_lm: bool = False,
+    config_overrides: dict[str, Any] | None = None,
 ):
-    """Load the base weights, merge the source's adapters in fp32, then cast and move."""
+    """Load the base weights, merge the source's adapters in fp32, then cast and move.
+
+    ``config_overrides`` set config fields before the model is built (e.g. ``attention_dropout``,
+    which attention modules read once at construction).
+    """
     import transformers
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     transformers.logging.set_verbosity_error()
     cls = AutoModelForCausalLM if causal_lm else AutoModel
@@ -299,6 +322,11 @@ def load_model_and_tokenizer(
         kw["attn_implementation"] = attn_implementation
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.base_dir, trust_remote_code=trust_remote_code)
+        if config_overrides:
+            config = AutoConfig.from_pretrained(source.base_dir, trust_remote_code=trust_remote_code)
+            for key, value in config_overrides.items():
+                setattr(config.get_text_config(), key, value)
+            kw["config"] = config
         model = cls.from_pretrained(source.base_dir, **kw)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise ModelError(f"cannot load {source.base_dir}: {_first_line(e)}") from None

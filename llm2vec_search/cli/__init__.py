@@ -51,7 +51,6 @@ def main() -> None:
             sys.exit(e.exit_code)
         if isinstance(e, click.exceptions.Abort):
             sys.exit(1)
-    sys.exit(rc if isinstance(rc, int) else 0)
         if os.environ.get("L2V_SEARCH_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0][:300]

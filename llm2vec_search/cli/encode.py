@@ -43,9 +43,11 @@ def models_cmd(json_: Json = False) -> None:
 
 @app.command("encode")
 def encode_cmd(
-    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed; '-' reads one per line from stdin.")] = None,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed; '-' reads stdin, one per line.")] = None,
     model: Model = DEFAULT_MODEL,
-    instruction: Annotated[str | None, typer.Option("--instruction", "-i", help="Task instruction (not pooled).")] = None,
+    instruction: Annotated[str | None, typer.Option("--instruction", "-i", help="Task instruction (not pooled).")] = (
+        None
+    ),
     pooling: Pooling = None,
     causal: Causal = False,
     max_length: MaxLength = None,
@@ -74,7 +76,8 @@ def encode_cmd(
                        device=device, normalize=False if no_normalize else None)
     vectors = enc.encode(texts, instruction)
     if enc.stats.truncated:
-        err.print(f"[yellow]warning:[/yellow] {enc.stats.truncated} text(s) truncated to {enc.config.max_length} tokens")
+        n, limit = enc.stats.truncated, enc.config.max_length
+        err.print(f"[yellow]warning:[/yellow] {n} text(s) truncated to {limit} tokens")
     if json_:
         print_json({"model": model, "dim": enc.dim, "embeddings": vectors.tolist()})
         return

@@ -132,6 +132,8 @@ def pack_blocks(texts, tokenizer, block: int, max_passages: int | None = None) -
     out: list[np.ndarray] = []
 
     def flush():
+        if not chunk:
+            return
         for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
             buf.extend(ids)
             if sep is not None:

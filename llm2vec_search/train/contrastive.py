@@ -1,0 +1,140 @@
+"""The training loop shared by SimCSE and supervised contrastive training.
+
+The encoder of the previous stage (base + merged adapters) gets a fresh LoRA adapter; each
+step embeds a batch's views (anchors, positives, optional hard negatives) with mean pooling
+over real tokens only and minimises InfoNCE through the cached (GradCache) backward, so the
+batch size is bounded by time, not memory. Data order, dropout draws, optimizer and scheduler
+all resume exactly from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..bidirectional import set_bidirectional
+from ..encoder import Encoder, EncoderConfig, cpu_has_fast_bf16, load_model_and_tokenizer, select_device
+from ..errors import UsageError
+from ..manifest import fingerprint
+from ..models import resolve
+from . import common
+from .losses import InfoNCE, cached_contrastive_backward
+from .mntp import lr_lambda
+from .progress import TrainProgress
+
+
+@dataclasses.dataclass(frozen=True)
+class ContrastiveConfig:
+    model: str = ""  # encoder spec of the previous stage (e.g. runs/mntp/encoder)
+    output: str = "runs/contrastive"
+    steps: int = 1000
+    batch_size: int = 32  # anchors per step (effective batch; memory is bounded by mini_batch)
+    mini_batch: int = 16  # texts per forward pass in the cached loss
+    lr: float = 2e-4
+    warmup_steps: int = 20
+    scale: float = 20.0  # 1 / temperature (0.05)
+    max_length: int = 128
+    pooling: str = "mean"
+    attention_dropout: float = 0.0  # SimCSE's augmentation: 0.3
+    lora: common.LoraConfig = common.LoraConfig()
+    save_every: int = 50
+    keep_checkpoints: int = 2
+    gradient_checkpointing: bool = False
+    bf16: bool | None = None
+    device: str = "auto"
+    seed: int = 42
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "mini_batch", "max_length"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be >= 1")
+
+
+# A batch: the views passed to the loss (anchors, positives[, negatives]), each with its instructions.
+View = tuple[list[str], list[str | None]]
+BatchFn = Callable[[int], list[View]]
+
+
+def train_contrastive(
+    cfg: ContrastiveConfig,
+    stage: str,
+    batch_at: BatchFn,
+    *,
+    recipe: dict[str, Any],
+    encoder_defaults: dict[str, Any],
+    data_fingerprint: Any,
+    resume: bool | str = False,
+    quiet: bool = False,
+) -> Path:
+    """Train one contrastive stage named ``stage``; returns ``<output>/encoder``."""
+    if not cfg.model:
+        raise UsageError("no starting encoder given (--model)")
+    run_dir = Path(cfg.output)
+    device = select_device(cfg.device)
+    bf16 = cpu_has_fast_bf16() if cfg.bf16 is None and device.type == "cpu" else bool(cfg.bf16 or device.type == "cuda")
+    source = resolve(cfg.model)
+    model, tokenizer = load_model_and_tokenizer(
+        source, device=device, config_overrides={"attention_dropout": cfg.attention_dropout}
+    )
+    set_bidirectional(model, True)
+    common.seed_everything(cfg.seed)
+    peft_model = common.add_lora(model, cfg.lora)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    encoder = Encoder(model, tokenizer, EncoderConfig(pooling=cfg.pooling, max_length=cfg.max_length,
+                                                      batch_tokens=max(8192, cfg.max_length)), source)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, cfg.steps))
+    loss_fn = InfoNCE(cfg.scale)
+    run_fp = fingerprint([stage, dataclasses.asdict(cfg), data_fingerprint, source.identity()])
+
+    step, history = 0, []
+    if resume:
+        ckpt = Path(resume) if isinstance(resume, str) else common.latest_checkpoint(run_dir)
+        if ckpt is None or not ckpt.exists():
+            raise UsageError(f"no checkpoint to resume from in {run_dir}" if ckpt is None else f"{ckpt} not found")
+        state = common.load_checkpoint(ckpt, peft_model, optimizer, scheduler)
+        if state.get("fingerprint") != run_fp:
+            raise UsageError(f"{ckpt} was written by a different run (config, data or model differ)")
+        step, history = state["step"], state.get("history", [])
+
+    def embed(items: Sequence[tuple[str, str | None]]) -> torch.Tensor:
+        texts, instructions = zip(*items)
+        with common.autocast(device, bf16):
+            return encoder.forward_texts(list(texts), list(instructions))
+
+    peft_model.train()
+    with TrainProgress(stage, cfg.steps, start=step, quiet=quiet, log_every=5) as progress:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            views = [list(zip(texts, instrs)) for texts, instrs in batch_at(step)]
+            tokens_before = encoder.stats.tokens
+            torch.manual_seed(cfg.seed + step)  # dropout draws repeat after a resume
+            optimizer.zero_grad(set_to_none=True)
+            loss = cached_contrastive_backward(embed, views, loss_fn, cfg.mini_batch, device)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            history.append({"step": step, "loss": round(loss, 5)})
+            n_tokens = encoder.stats.tokens - tokens_before  # both passes of the cached loss
+            progress.update(step, history[-1], n_tokens / (time.perf_counter() - t0))
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                common.save_checkpoint(run_dir, step, peft_model, optimizer, scheduler,
+                                       {"fingerprint": run_fp, "history": history})
+                common.prune_checkpoints(run_dir, cfg.keep_checkpoints)
+
+    losses = [h["loss"] for h in history]
+    recipe = {stage: {"config": dataclasses.asdict(cfg), **recipe, "steps": step,
+                      "loss_first_10": losses[:10], "loss_last_10": losses[-10:]}}
+    return common.write_encoder_dir(
+        run_dir / "encoder", base_model=source.root, previous_adapters=list(source.adapters),
+        new_adapter=(stage, peft_model), encoder={"pooling": cfg.pooling, **encoder_defaults}, recipe=recipe,
+    )

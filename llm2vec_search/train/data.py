@@ -1,0 +1,205 @@
+"""Supervised training data: (query, positive, optional hard negative) examples from several sources.
+
+Each source keeps its own instruction, applied to the query side only (as in LLM2Vec, after
+E5-mistral); batches are drawn from one source at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from . import common
+
+# Instructions for the symmetric training sets (E5-mistral / LLM2Vec wording).
+NLI_INSTRUCTION = "Given a premise, retrieve a hypothesis that is entailed by the premise"
+STS_INSTRUCTION = "Retrieve semantically similar text"
+PARAPHRASE_INSTRUCTION = "Retrieve sentences that are paraphrases of the given sentence"
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    query: str
+    positive: str
+    negative: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    name: str
+    examples: tuple[Example, ...]
+    instruction: str | None = None  # on the query side only
+
+    @property
+    def has_negatives(self) -> bool:
+        return all(e.negative is not None for e in self.examples)
+
+
+def load_jsonl(path: str | Path, name: str | None = None) -> list[Source]:
+    """Rows {"query", "positive", "negative"?, "instruction"?}; one source per distinct instruction."""
+    path = Path(path)
+    groups: dict[str | None, list[Example]] = defaultdict(list)
+    for lineno, line in enumerate(common.read_lines(path), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{path}:{lineno}: expected a JSON object")
+        for key in ("query", "positive"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise UsageError(f"{path}:{lineno}: missing or empty {key!r}")
+        neg = row.get("negative")
+        if neg is not None and not isinstance(neg, str):
+            raise UsageError(f"{path}:{lineno}: 'negative' must be a string")
+        groups[row.get("instruction") or None].append(Example(row["query"], row["positive"], neg or None))
+    if not groups:
+        raise UsageError(f"{path} holds no training rows")
+    base = name or path.stem
+    return [Source(f"{base}" if len(groups) == 1 else f"{base}[{i}]", tuple(ex), instr)
+            for i, (instr, ex) in enumerate(groups.items())]
+
+
+def _read_beir(folder: Path, split: str):
+    for f in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+        if not (folder / f).is_file():
+            raise UsageError(f"{folder} is not a BEIR dataset with a {split!r} split: {f} is missing")
+    corpus = {}
+    for line in common.read_lines(folder / "corpus.jsonl"):
+        d = json.loads(line)
+        corpus[str(d["_id"])] = (d.get("title") or "", d.get("text") or "")
+    queries = {str(q["_id"]): q["text"] for q in map(json.loads, common.read_lines(folder / "queries.jsonl"))}
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    with open(folder / f"qrels/{split}.tsv", encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            qrels[str(row["query-id"])][str(row["corpus-id"])] = int(row["score"])
+    return corpus, queries, qrels
+
+
+def doc_text(title: str, text: str) -> str:
+    """BEIR's document text: title + " " + text."""
+    return f"{title} {text}".strip()
+
+
+def load_beir(
+    folder: str | Path,
+    *,
+    split: str = "train",
+    instruction: str | None = None,
+    max_pairs: int | None = None,
+    max_pairs_per_query: int | None = None,
+    negatives: str = "bm25",
+    negative_depth: tuple[int, int] = (3, 30),
+    seed: int = 42,
+) -> Source:
+    """(query, relevant doc, hard negative) triples from a BEIR dataset's qrels.
+
+    Hard negatives come from BM25 over the corpus (``negatives="bm25"``), drawn at random from
+    ranks ``negative_depth`` (skipping the very top, where unjudged relevant documents hide);
+    a negative is never the positive nor any document judged for that query.
+    """
+    folder = Path(folder)
+    corpus, queries, qrels = _read_beir(folder, split)
+    rng = random.Random(seed)
+    pairs = []
+    for qid in sorted(qrels):
+        rel = sorted(d for d, s in qrels[qid].items() if s > 0 and d in corpus)
+        if qid not in queries or not rel:
+            continue
+        rng.shuffle(rel)
+        pairs.extend((qid, d) for d in rel[:max_pairs_per_query])
+    rng.shuffle(pairs)
+    pairs = pairs[:max_pairs]
+    if not pairs:
+        raise UsageError(f"{folder}: no usable (query, relevant document) pairs in the {split!r} qrels")
+    negs: dict[str, list[str]] = {}
+    if negatives == "bm25":
+        negs = bm25_negatives(corpus, {q: queries[q] for q, _ in pairs}, qrels, negative_depth, seed)
+    elif negatives != "none":
+        raise UsageError(f"unknown negatives {negatives!r}; valid: bm25, none")
+    examples = []
+    for qid, did in pairs:
+        neg = negs[qid][rng.randrange(len(negs[qid]))] if negs.get(qid) else None
+        if negatives != "none" and neg is None:
+            continue
+        examples.append(Example(queries[qid], doc_text(*corpus[did]), doc_text(*corpus[neg]) if neg else None))
+    return Source(folder.name, tuple(examples), instruction)
+
+
+def bm25_negatives(corpus, queries: dict[str, str], qrels, depth: tuple[int, int], seed: int) -> dict[str, list[str]]:
+    """Candidate hard negatives per query: BM25 ranks depth[0]..depth[1], minus judged documents."""
+    from ..bm25 import BM25Index
+
+    ids = list(corpus)
+    index = BM25Index.build(ids, [doc_text(*corpus[i]) for i in ids])
+    qids = list(queries)
+    results = index.search([queries[q] for q in qids], k=depth[1])
+    out = {}
+    for qid, hits in zip(qids, results):
+        judged = set(qrels.get(qid, {}))
+        out[qid] = [doc_id for doc_id, _ in hits[depth[0] :] if doc_id not in judged]
+    return out
+
+
+def load_snli_triplets(path: str | Path, max_rows: int | None = None) -> Source:
+    path = Path(path)
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            examples.append(Example(row["anchor"], row["positive"], row["hard_negative"]))
+    return Source("snli", tuple(examples[:max_rows]), NLI_INSTRUCTION)
+
+
+def load_mrpc(path: str | Path, max_rows: int | None = None) -> Source:
+    """MRPC paraphrase pairs (Quality == 1) as positives; in-batch negatives only."""
+    examples = []
+    with open(path, encoding="utf-8-sig") as f:
+        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if row["Quality"] == "1":
+                examples.append(Example(row["#1 String"], row["#2 String"]))
+    return Source("mrpc", tuple(examples[:max_rows]), PARAPHRASE_INSTRUCTION)
+
+
+def load_stsb(path: str | Path, min_score: float = 4.0, max_rows: int | None = None) -> Source:
+    """STS-B pairs scored >= ``min_score`` (of 5) as positives (first 7 tab fields; no CSV quoting)."""
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) >= 7 and float(fields[4]) >= min_score:
+                examples.append(Example(fields[5], fields[6]))
+    return Source("stsb", tuple(examples[:max_rows]), STS_INSTRUCTION)
+
+
+def schedule(sources: Sequence[Source], steps: int, batch_size: int, seed: int) -> list[tuple[int, list[int]]]:
+    """For each step, one source and the indices of its examples (a seeded plan; exact resume).
+
+    Sources are visited in proportion to their size; each walks through its own permutation,
+    reshuffled every epoch.
+    """
+    usable = [i for i, s in enumerate(sources) if len(s.examples) >= batch_size]
+    if not usable:
+        sizes = ", ".join(f"{s.name}: {len(s.examples)}" for s in sources)
+        raise UsageError(f"batch size {batch_size} is larger than every training source ({sizes})")
+    rng = np.random.default_rng(seed)
+    weights = np.array([len(sources[i].examples) for i in usable], dtype=float)
+    picks = rng.choice(usable, size=steps, p=weights / weights.sum())
+    cursors = defaultdict(int)
+    perms: dict[int, np.ndarray] = {}
+    plan = []
+    for src in picks:
+        n = len(sources[src].examples)
+        if src not in perms or cursors[src] + batch_size > n:
+            perms[src] = rng.permutation(n)
+            cursors[src] = 0
+        plan.append((int(src), perms[src][cursors[src] : cursors[src] + batch_size].tolist()))
+        cursors[src] += batch_size
+    return plan

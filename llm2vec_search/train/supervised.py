@@ -1,0 +1,65 @@
+"""Supervised contrastive training (the paper's optional step 4).
+
+Anchors carry their source's instruction (query side only); each batch comes from one source;
+the loss is InfoNCE over in-batch positives plus hard negatives when the source has them,
+computed with the cached (GradCache) backward so large batches fit in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..errors import UsageError
+from ..manifest import fingerprint
+from .contrastive import ContrastiveConfig, train_contrastive
+from .data import Source, schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedConfig(ContrastiveConfig):
+    batch_size: int = 32
+    max_length: int = 256
+    lr: float = 2e-4
+    steps: int = 500
+
+
+def batch_views(source: Source, indices: list[int]):
+    """The loss views of one batch, dropping examples that would be false in-batch negatives
+    (a positive repeated in the batch, or a hard negative that is another anchor's positive)."""
+    chosen, positives = [], set()
+    for i in indices:
+        ex = source.examples[i]
+        if ex.positive in positives:
+            continue
+        chosen.append(ex)
+        positives.add(ex.positive)
+    if source.has_negatives:
+        chosen = [ex for ex in chosen if ex.negative not in positives]
+    anchors = ([ex.query for ex in chosen], [source.instruction] * len(chosen))
+    docs = ([ex.positive for ex in chosen], [None] * len(chosen))
+    if not source.has_negatives:
+        return [anchors, docs]
+    return [anchors, docs, ([ex.negative for ex in chosen], [None] * len(chosen))]
+
+
+def train_supervised(cfg: SupervisedConfig, sources: list[Source], *, resume: bool | str = False,
+                     quiet: bool = False, data_description: dict | None = None) -> Path:
+    if not sources:
+        raise UsageError("no training data: give --jsonl FILE and/or --beir DIR (or the bundled sources)")
+    plan = schedule(sources, cfg.steps, cfg.batch_size, cfg.seed)
+
+    def batch_at(step: int):
+        src, idx = plan[step]
+        return batch_views(sources[src], idx)
+
+    summary = {s.name: {"examples": len(s.examples), "instruction": s.instruction,
+                        "hard_negatives": s.has_negatives,
+                        "steps": sum(1 for p, _ in plan if sources[p] is s)} for s in sources}
+    data_fp = fingerprint([[s.name, s.instruction, [dataclasses.astuple(e) for e in s.examples]] for s in sources])
+    return train_contrastive(
+        cfg, "supervised", batch_at,
+        recipe={"sources": summary, "data_fingerprint": data_fp, **(data_description or {})},
+        encoder_defaults={"max_length": 512, "query_instruction": "", "document_instruction": ""},
+        data_fingerprint=data_fp, resume=resume, quiet=quiet,
+    )

@@ -1,0 +1,180 @@
+"""Training stages on the tiny model: masking, loss going down, exact resume, encoder output."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from conftest import WORDS
+
+from llm2vec_search.encoder import load_encoder
+from llm2vec_search.errors import UsageError
+from llm2vec_search.train import data as train_data
+from llm2vec_search.train.mntp import MNTPConfig, mask_tokens, mntp_loss, train_mntp
+from llm2vec_search.train.simcse import SimCSEConfig, train_simcse
+from llm2vec_search.train.supervised import SupervisedConfig, batch_views, train_supervised
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("text") / "passages.txt"
+    # Templated sentences: context predicts the masked words, so the MNTP loss can fall.
+    adj, animal, verb, place = ("red blue green small large".split(), "cat dog bird fish mouse".split(),
+                                "runs sleeps eats jumps swims".split(), "house tree river mountain city".split())
+    lines = [" ".join(f"the {rng.choice(adj)} {rng.choice(animal)} {rng.choice(verb)} in the {rng.choice(place)} ."
+                      for _ in range(rng.randint(1, 4))) for _ in range(400)]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_masking_rate_labels_and_special_tokens():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 1000, (64, 128))
+    ids[:, 5] = 1  # a special token column
+    inputs, labels = mask_tokens(ids, mask_id=7, probability=0.2, policy="bert", special_ids={1},
+                                 vocab_size=1000, generator=g)
+    chosen = labels != -100
+    assert abs(chosen[:, 1:].float().mean().item() * 127 / 126 - 0.2) < 0.01  # column 5 is never chosen
+    assert not chosen[:, 0].any() and not chosen[:, 5].any()
+    assert torch.equal(labels[chosen], ids[chosen])  # labels hold the original tokens
+    masked = (inputs == 7) & chosen
+    assert 0.75 < masked.sum() / chosen.sum() < 0.85  # 80% replaced by the mask token
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+    inputs, labels = mask_tokens(ids, mask_id=7, probability=0.2, policy="all-mask", special_ids={1},
+                                 vocab_size=1000, generator=g)
+    assert (inputs[labels != -100] == 7).all()
+
+
+def test_padding_is_never_masked():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 100, (4, 16))
+    attn = torch.ones_like(ids)
+    attn[:, 10:] = 0
+    _, labels = mask_tokens(ids, mask_id=7, probability=0.9, policy="bert", special_ids=set(), vocab_size=100,
+                            generator=g, attention_mask=attn)
+    assert (labels[:, 10:] == -100).all()
+
+
+def test_mntp_loss_predicts_token_i_from_position_i_minus_1():
+    hidden = torch.zeros(1, 4, 3)
+    hidden[0, 1] = torch.tensor([0.0, 0.0, 10.0])  # state at position 1 strongly predicts token 2
+    labels = torch.tensor([[-100, -100, 2, -100]])  # the token at position 2 was masked
+    head = torch.nn.Linear(3, 3, bias=False)
+    head.weight.data = torch.eye(3)
+    assert mntp_loss(hidden, labels, head).item() < 1e-3
+    labels = torch.tensor([[-100, 2, -100, -100]])  # would use position 0's (zero) state: uniform
+    assert abs(mntp_loss(hidden, labels, head).item() - np.log(3)) < 1e-5
+
+
+def _mntp_cfg(tiny_model_dir, text_file, out, steps):
+    return MNTPConfig(model=str(tiny_model_dir), data=str(text_file), output=str(out), steps=steps, batch_size=4,
+                      max_seq_length=32, lr=3e-3, warmup_steps=2, eval_blocks=8, eval_every=10, save_every=5,
+                      keep_checkpoints=10, device="cpu", bf16=False, mask_probability=0.3)
+
+
+def test_mntp_loss_decreases_and_resume_is_exact(tiny_model_dir, text_file, tmp_path):
+    full = train_mntp(_mntp_cfg(tiny_model_dir, text_file, tmp_path / "full", 30), quiet=True)
+    history = json.loads((tmp_path / "full" / "checkpoint-000030" / "trainer.json").read_text())["history"]
+    losses = [h["loss"] for h in history]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    assert evals[-1] < evals[0]
+
+    # Crash after 10 steps, resume to 30: the same loss curve and the same adapter.
+    cfg = _mntp_cfg(tiny_model_dir, text_file, tmp_path / "part", 30)
+    _interrupt_after(cfg, 10)
+    resumed = train_mntp(cfg, resume=True, quiet=True)
+    history2 = json.loads((tmp_path / "part" / "checkpoint-000030" / "trainer.json").read_text())["history"]
+    assert [h["loss"] for h in history2] == pytest.approx(losses, abs=1e-4)
+    a = load_encoder(str(full), dtype="fp32", device="cpu").encode(["the cat runs to the river"])
+    b = load_encoder(str(resumed), dtype="fp32", device="cpu").encode(["the cat runs to the river"])
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _interrupt_after(cfg, steps):
+    """Run ``cfg`` but stop (as a crash would) once checkpoint ``steps`` is written."""
+    import llm2vec_search.train.common as common
+
+    real = common.save_checkpoint
+
+    def save_then_crash(run_dir, step, *args, **kw):
+        path = real(run_dir, step, *args, **kw)
+        if step >= steps:
+            raise KeyboardInterrupt
+        return path
+
+    common.save_checkpoint = save_then_crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_mntp(cfg, quiet=True)
+    finally:
+        common.save_checkpoint = real
+
+
+def test_simcse_then_supervised_chain_and_reload(tiny_model_dir, text_file, tmp_path):
+    simcse = train_simcse(SimCSEConfig(model=str(tiny_model_dir), data=str(text_file), output=str(tmp_path / "s"),
+                                       steps=4, batch_size=8, mini_batch=3, max_length=32, device="cpu",
+                                       bf16=False, save_every=2), quiet=True)
+    manifest = json.loads((simcse / "manifest.json").read_text())
+    assert manifest["adapters"] == ["simcse"] and manifest["recipe"]["simcse"]["steps"] == 4
+
+    rng = random.Random(1)
+    examples = tuple(train_data.Example(" ".join(rng.choices(WORDS, k=5)), " ".join(rng.choices(WORDS, k=12)),
+                                        " ".join(rng.choices(WORDS, k=12))) for _ in range(40))
+    sources = [train_data.Source("toy", examples, "search the index")]
+    sup = train_supervised(SupervisedConfig(model=str(simcse), output=str(tmp_path / "sup"), steps=3,
+                                            batch_size=8, mini_batch=4, max_length=48, device="cpu",
+                                            bf16=False, save_every=3), sources, quiet=True)
+    manifest = json.loads((sup / "manifest.json").read_text())
+    assert manifest["adapters"] == ["simcse", "supervised"]
+    cfg = json.loads((sup / "supervised" / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == "../simcse"  # readable by the official-layout loader
+
+    # Saving and reloading gives identical embeddings, through the manifest and the adapter chain.
+    texts = ["the dog eats food", "a protein in the cell"]
+    via_manifest = load_encoder(str(sup), dtype="fp32", device="cpu").encode(texts)
+    again = load_encoder(str(sup), dtype="fp32", device="cpu").encode(texts)
+    np.testing.assert_array_equal(via_manifest, again)
+    via_adapter = load_encoder(str(sup / "supervised"), dtype="fp32", device="cpu").encode(texts)
+    np.testing.assert_allclose(via_manifest, via_adapter, atol=1e-5)
+    base = load_encoder(str(tiny_model_dir), dtype="fp32", device="cpu").encode(texts)
+    assert np.abs(base - via_manifest).max() > 1e-4  # the adapters changed something
+
+
+def test_batch_views_drop_false_negatives():
+    ex = (train_data.Example("q1", "d1", "n1"), train_data.Example("q2", "d1", "n2"),
+          train_data.Example("q3", "d3", "d1"), train_data.Example("q4", "d4", "n4"))
+    views = batch_views(train_data.Source("s", ex, "instr"), [0, 1, 2, 3])
+    assert views[0] == (["q1", "q4"], ["instr", "instr"])
+    assert views[1][0] == ["d1", "d4"] and views[2][0] == ["n1", "n4"]
+
+
+def test_schedule_one_source_per_batch_and_deterministic():
+    a = train_data.Source("a", tuple(train_data.Example(f"a{i}", f"A{i}") for i in range(50)))
+    b = train_data.Source("b", tuple(train_data.Example(f"b{i}", f"B{i}") for i in range(10)))
+    plan = train_data.schedule([a, b], steps=40, batch_size=8, seed=3)
+    assert plan == train_data.schedule([a, b], steps=40, batch_size=8, seed=3)
+    assert all(len(idx) == 8 and max(idx) < (50 if s == 0 else 10) for s, idx in plan)
+    assert {s for s, _ in plan} == {0, 1}
+    with pytest.raises(UsageError, match="larger than every training source"):
+        train_data.schedule([b], steps=1, batch_size=16, seed=0)
+
+
+def test_bad_inputs(tmp_path, tiny_model_dir, text_file):
+    with pytest.raises(UsageError, match="not found"):
+        list(train_data.load_jsonl(tmp_path / "missing.jsonl"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "positive": "p"}\n{"query": "q2"}\n')
+    with pytest.raises(UsageError, match=r"bad.jsonl:2: missing or empty 'positive'"):
+        train_data.load_jsonl(bad)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(UsageError, match="fewer than"):
+        train_mntp(MNTPConfig(model=str(tiny_model_dir), data=str(empty), output=str(tmp_path / "o"), device="cpu"))
+    with pytest.raises(UsageError, match="no checkpoint"):
+        train_mntp(MNTPConfig(model=str(tiny_model_dir), data=str(text_file), output=str(tmp_path / "o2"),
+                              device="cpu", max_seq_length=16, eval_blocks=4, batch_size=2), resume=True)
+    with pytest.raises(UsageError, match="mask policy"):
+        MNTPConfig(mask_policy="random")
