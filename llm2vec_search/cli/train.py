@@ -57,3 +57,42 @@ def mntp_cmd(
         gradient_checkpointing=gradient_checkpointing, device=device, seed=seed,
     )
     out.print(f"encoder written to {train_mntp(cfg, resume=resume)}")
+
+
+@train_app.command("simcse")
+def simcse_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="Encoder of the previous stage.")],
+    data: Annotated[str, typer.Option(help="Text file, one sentence per line (.gz ok).")],
+    output: Annotated[str, typer.Option(help="Run directory (checkpoints; encoder in <output>/encoder).")],
+    steps: int = 1000,
+    batch_size: int = 32,
+    mini_batch: Annotated[int, typer.Option(help="Texts per forward pass (memory bound).")] = 16,
+    lr: float = 3e-5,
+    warmup_steps: int = 20,
+    max_length: int = 128,
+    dropout: Annotated[float, typer.Option(help="Attention dropout making the two views.")] = 0.3,
+    temperature: float = 0.05,
+    max_sentences: int | None = None,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    save_every: int = 50,
+    gradient_checkpointing: bool = False,
+    device: str = "auto",
+    seed: Seed = 42,
+    resume: Resume = False,
+) -> None:
+    """Unsupervised SimCSE: a sentence and itself under dropout are the positive pair.
+
+    Example: l2v-search train simcse -m runs/mntp/encoder --data sentences.txt.gz --output runs/simcse
+    """
+    from ..train.common import LoraConfig
+    from ..train.simcse import SimCSEConfig, train_simcse
+
+    cfg = SimCSEConfig(
+        model=model, data=data, output=output, steps=steps, batch_size=batch_size, mini_batch=mini_batch, lr=lr,
+        warmup_steps=warmup_steps, max_length=max_length, attention_dropout=dropout, scale=1 / temperature,
+        max_sentences=max_sentences, lora=LoraConfig(lora_r, lora_alpha, lora_dropout), save_every=save_every,
+        gradient_checkpointing=gradient_checkpointing, device=device, seed=seed,
+    )
+    out.print(f"encoder written to {train_simcse(cfg, resume=resume)}")
