@@ -96,3 +96,76 @@ def simcse_cmd(
         gradient_checkpointing=gradient_checkpointing, device=device, seed=seed,
     )
     out.print(f"encoder written to {train_simcse(cfg, resume=resume)}")
+
+
+@train_app.command("supervised")
+def supervised_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="Encoder of the previous stage.")],
+    output: Annotated[str, typer.Option(help="Run directory (checkpoints; encoder in <output>/encoder).")],
+    jsonl: Annotated[list[str] | None, typer.Option(help="JSONL: query, positive, negative?, instruction?")] = None,
+    beir: Annotated[list[str] | None, typer.Option(help="BEIR folder: pairs from its qrels (--beir-split).")] = None,
+    beir_split: str = "train",
+    beir_instruction: Annotated[list[str] | None, typer.Option(help="Instruction per --beir, in order.")] = None,
+    negatives: Annotated[str, typer.Option(help="Hard negatives for --beir: bm25 | none.")] = "bm25",
+    max_pairs: Annotated[int | None, typer.Option(help="At most this many pairs per --beir source.")] = None,
+    max_pairs_per_query: int | None = None,
+    holdout: Annotated[int, typer.Option(help="Keep the last N query ids of each --beir out (validation).")] = 0,
+    snli: Annotated[str | None, typer.Option(help="SNLI triplets TSV (anchor, positive, hard_negative).")] = None,
+    mrpc: Annotated[str | None, typer.Option(help="MRPC TSV: paraphrase pairs as positives.")] = None,
+    stsb: Annotated[str | None, typer.Option(help="STS-B TSV: pairs scored >= 4 as positives.")] = None,
+    max_rows: Annotated[int | None, typer.Option(help="At most this many rows per SNLI/MRPC/STS-B source.")] = None,
+    steps: int = 500,
+    batch_size: int = 32,
+    mini_batch: Annotated[int, typer.Option(help="Texts per forward pass (memory bound).")] = 16,
+    lr: float = 2e-4,
+    warmup_steps: int = 20,
+    max_length: int = 256,
+    temperature: float = 0.05,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    save_every: int = 25,
+    gradient_checkpointing: bool = False,
+    device: str = "auto",
+    seed: Seed = 42,
+    resume: Resume = False,
+) -> None:
+    """Supervised contrastive training on (query, positive, hard negative) data, one source per batch.
+
+    Example: l2v-search train supervised -m runs/simcse/encoder --beir data/scifact --output runs/sup
+    """
+    from ..errors import UsageError
+    from ..train import data as D
+    from ..train.common import LoraConfig
+    from ..train.supervised import SupervisedConfig, train_supervised
+
+    sources: list[D.Source] = []
+    for path in jsonl or []:
+        sources.extend(D.load_jsonl(path))
+    instructions = list(beir_instruction or [])
+    if instructions and len(instructions) != len(beir or []):
+        raise UsageError(f"{len(instructions)} --beir-instruction for {len(beir or [])} --beir folders")
+    for i, folder in enumerate(beir or []):
+        instr = instructions[i] if instructions else D.beir_instruction(folder)
+        sources.append(D.load_beir(folder, split=beir_split, instruction=instr, max_pairs=max_pairs,
+                                   max_pairs_per_query=max_pairs_per_query, negatives=negatives, holdout=holdout,
+                                   seed=seed))
+    if snli:
+        sources.append(D.load_snli_triplets(snli, max_rows))
+    if mrpc:
+        sources.append(D.load_mrpc(mrpc, max_rows))
+    if stsb:
+        sources.append(D.load_stsb(stsb, max_rows=max_rows))
+    cfg = SupervisedConfig(
+        model=model, output=output, steps=steps, batch_size=batch_size, mini_batch=mini_batch, lr=lr,
+        warmup_steps=warmup_steps, max_length=max_length, scale=1 / temperature,
+        lora=LoraConfig(lora_r, lora_alpha, lora_dropout), save_every=save_every,
+        gradient_checkpointing=gradient_checkpointing, device=device, seed=seed,
+    )
+    for s in sources:
+        out.print(f"source {s.name}: {len(s.examples)} examples, instruction {s.instruction!r}, "
+                  f"hard negatives: {s.has_negatives}")
+    description = {"inputs": {"jsonl": jsonl, "beir": beir, "beir_split": beir_split, "negatives": negatives,
+                              "max_pairs": max_pairs, "holdout": holdout, "snli": snli, "mrpc": mrpc, "stsb": stsb,
+                              "max_rows": max_rows}}
+    out.print(f"encoder written to {train_supervised(cfg, sources, resume=resume, data_description=description)}")

@@ -25,6 +25,13 @@ STS_INSTRUCTION = "Retrieve semantically similar text"
 PARAPHRASE_INSTRUCTION = "Retrieve sentences that are paraphrases of the given sentence"
 
 
+def beir_instruction(folder: str | Path) -> str | None:
+    """The task instruction for a BEIR dataset folder, from the evaluation table (by folder name)."""
+    from ..instructions import instruction_for
+
+    return instruction_for(Path(folder).name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Example:
     query: str
@@ -98,19 +105,22 @@ def load_beir(
     max_pairs_per_query: int | None = None,
     negatives: str = "bm25",
     negative_depth: tuple[int, int] = (3, 30),
+    holdout: int = 0,
     seed: int = 42,
 ) -> Source:
     """(query, relevant doc, hard negative) triples from a BEIR dataset's qrels.
 
     Hard negatives come from BM25 over the corpus (``negatives="bm25"``), drawn at random from
     ranks ``negative_depth`` (skipping the very top, where unjudged relevant documents hide);
-    a negative is never the positive nor any document judged for that query.
+    a negative is never the positive nor any document judged for that query. ``holdout`` keeps
+    the last N query ids (in numeric-aware order) out of training, for validation.
     """
     folder = Path(folder)
     corpus, queries, qrels = _read_beir(folder, split)
     rng = random.Random(seed)
     pairs = []
-    for qid in sorted(qrels):
+    ordered = sorted(qrels, key=lambda q: (len(q), q))
+    for qid in ordered[: len(ordered) - holdout]:
         rel = sorted(d for d, s in qrels[qid].items() if s > 0 and d in corpus)
         if qid not in queries or not rel:
             continue
