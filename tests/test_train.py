@@ -11,6 +11,7 @@ from conftest import WORDS
 from llm2vec_search.encoder import load_encoder
 from llm2vec_search.errors import UsageError
 from llm2vec_search.train import data as train_data
+from llm2vec_search.train.common import export_encoder
 from llm2vec_search.train.mntp import MNTPConfig, mask_tokens, mntp_loss, train_mntp
 from llm2vec_search.train.simcse import SimCSEConfig, train_simcse
 from llm2vec_search.train.supervised import SupervisedConfig, batch_views, train_supervised
@@ -141,6 +142,14 @@ def test_simcse_then_supervised_chain_and_reload(tiny_model_dir, text_file, tmp_
     np.testing.assert_allclose(via_manifest, via_adapter, atol=1e-5)
     base = load_encoder(str(tiny_model_dir), dtype="fp32", device="cpu").encode(texts)
     assert np.abs(base - via_manifest).max() > 1e-4  # the adapters changed something
+
+    # Exported in fp16 (what ships): half the size, the same embeddings to fp16 precision.
+    exported = export_encoder(sup, tmp_path / "exported")
+    assert not list(exported.glob("checkpoint-*"))
+    size = lambda d: (d / "supervised" / "adapter_model.safetensors").stat().st_size  # noqa: E731
+    assert size(exported) < 0.6 * size(sup)
+    np.testing.assert_allclose(load_encoder(str(exported), dtype="fp32", device="cpu").encode(texts),
+                               via_manifest, atol=2e-3)
 
 
 def test_batch_views_drop_false_negatives():

@@ -169,3 +169,20 @@ def supervised_cmd(
                               "max_pairs": max_pairs, "holdout": holdout, "snli": snli, "mrpc": mrpc, "stsb": stsb,
                               "max_rows": max_rows}}
     out.print(f"encoder written to {train_supervised(cfg, sources, resume=resume, data_description=description)}")
+
+
+@train_app.command("export")
+def export_cmd(
+    src: Annotated[str, typer.Argument(help="Encoder directory written by a training stage.")],
+    dst: Annotated[str, typer.Argument(help="Where to write the exported encoder.")],
+    dtype: Annotated[str, typer.Option(help="Adapter storage dtype: fp16 | bf16 | fp32.")] = "fp16",
+) -> None:
+    """Copy an encoder without checkpoints, adapters stored in fp16 (half the size).
+
+    Example: l2v-search train export runs/supervised/encoder my-encoder
+    """
+    from pathlib import Path
+
+    from ..train.common import export_encoder
+
+    out.print(f"encoder exported to {export_encoder(Path(src), Path(dst), dtype)}")

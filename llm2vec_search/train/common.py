@@ -171,3 +171,32 @@ def write_encoder_dir(
     }
     write_json_atomic(out / "manifest.json", manifest)
     return out
+
+
+def export_encoder(src: Path, dst: Path, dtype: str = "fp16") -> Path:
+    """Copy an encoder directory with its adapters stored in ``dtype`` (fp16 halves the size;
+    the adapters are merged into fp32 weights at load time either way). Checkpoints stay behind."""
+    from safetensors.torch import load_file, save_file
+
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if dtype not in dtypes:
+        raise UsageError(f"unknown dtype {dtype!r}; valid: {', '.join(dtypes)}")
+    manifest = read_json(src / "manifest.json")
+    if manifest.get("kind") != ENCODER_MANIFEST_KIND:
+        raise UsageError(f"{src} is not an encoder directory")
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in manifest["adapters"]:
+        (tmp / name).mkdir()
+        shutil.copy2(src / name / "adapter_config.json", tmp / name / "adapter_config.json")
+        tensors = load_file(src / name / "adapter_model.safetensors")
+        save_file({k: v.to(dtypes[dtype]).contiguous() for k, v in tensors.items()},
+                  tmp / name / "adapter_model.safetensors", metadata={"format": "pt"})
+    manifest["adapter_dtype"] = dtype
+    write_json_atomic(tmp / "manifest.json", manifest)
+    if (src / "README.md").is_file():
+        shutil.copy2(src / "README.md", tmp / "README.md")
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+    return dst
