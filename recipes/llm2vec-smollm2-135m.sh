@@ -12,5 +12,18 @@ $L2V train mntp --model smollm2-135m --data "$DATA/wiki_en_partial/paragraphs.tx
 
 # 3. Unsupervised SimCSE on Wikipedia sentences (attention dropout 0.3, temperature 0.05, new LoRA).
 $L2V train simcse --model runs/mntp/encoder --data "$DATA/wiki_en_partial/sentences.txt.gz" --output runs/simcse \
-  --steps 100 --batch-size 64 --mini-batch 64 --lr 1e-4 --warmup-steps 10 --max-length 64 \
+  --steps 100 --batch-size 32 --mini-batch 32 --lr 1e-4 --warmup-steps 10 --max-length 64 \
   --max-sentences 200000 --save-every 20
+
+# 4. Supervised contrastive on the public training sets (SciFact and NFCorpus train qrels are in-domain
+#    for the SciFact/NFCorpus test sets; 100 SciFact train queries are held out for validation).
+$L2V train supervised --model runs/simcse/encoder --output runs/supervised \
+  --beir "$DATA/scifact" --beir-instruction "Given a scientific claim, retrieve documents that support or refute the claim" \
+  --beir "$DATA/nfcorpus" --beir-instruction "Given a question, retrieve relevant documents that best answer the question" \
+  --max-pairs 2000 --max-pairs-per-query 2 --holdout 100 --negatives bm25 \
+  --snli "$DATA/nli_snli_devtest/snli_devtest_triplets.tsv" --mrpc "$DATA/mrpc/msr_paraphrase_train.txt" \
+  --stsb "$DATA/stsbenchmark/sts-train.csv" --max-rows 600 \
+  --steps 150 --batch-size 32 --mini-batch 32 --lr 2e-4 --warmup-steps 10 --max-length 128 --save-every 10
+
+# 5. Ship: adapters in fp16 inside the package.
+$L2V train export runs/supervised/encoder llm2vec_search/encoders/llm2vec-smollm2-135m

@@ -146,16 +146,21 @@ def load_beir(
 
 def bm25_negatives(corpus, queries: dict[str, str], qrels, depth: tuple[int, int], seed: int) -> dict[str, list[str]]:
     """Candidate hard negatives per query: BM25 ranks depth[0]..depth[1], minus judged documents."""
-    from ..bm25 import BM25Index
+    import bm25s
+    import Stemmer
 
     ids = list(corpus)
-    index = BM25Index.build(ids, [doc_text(*corpus[i]) for i in ids])
+    stemmer = Stemmer.Stemmer("english")
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([doc_text(*corpus[i]) for i in ids], stopwords="en", stemmer=stemmer,
+                                   show_progress=False), show_progress=False)
     qids = list(queries)
-    results = index.search([queries[q] for q in qids], k=depth[1])
+    tokens = bm25s.tokenize([queries[q] for q in qids], stopwords="en", stemmer=stemmer, show_progress=False)
+    docs, _ = retriever.retrieve(tokens, k=min(depth[1], len(ids)), show_progress=False)
     out = {}
-    for qid, hits in zip(qids, results):
+    for qid, row in zip(qids, docs):
         judged = set(qrels.get(qid, {}))
-        out[qid] = [doc_id for doc_id, _ in hits[depth[0] :] if doc_id not in judged]
+        out[qid] = [ids[j] for j in row[depth[0] :] if ids[j] not in judged]
     return out
 
 
