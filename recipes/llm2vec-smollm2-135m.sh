@@ -12,7 +12,7 @@ $L2V train mntp --model smollm2-135m --data "$DATA/wiki_en_partial/paragraphs.tx
 
 # 3. Unsupervised SimCSE on Wikipedia sentences (attention dropout 0.3, temperature 0.05, new LoRA).
 $L2V train simcse --model runs/mntp/encoder --data "$DATA/wiki_en_partial/sentences.txt.gz" --output runs/simcse \
-  --steps 100 --batch-size 32 --mini-batch 32 --lr 1e-4 --warmup-steps 10 --max-length 64 \
+  --steps 60 --batch-size 32 --mini-batch 32 --lr 1e-4 --warmup-steps 6 --max-length 64 \
   --max-sentences 200000 --save-every 20
 
 # 4. Supervised contrastive on the public training sets (SciFact and NFCorpus train qrels are in-domain
