@@ -23,6 +23,7 @@ $L2V train supervised --model runs/simcse/encoder --output runs/supervised \
   --max-pairs 2000 --max-pairs-per-query 2 --holdout 100 --negatives bm25 \
   --snli "$DATA/nli_snli_devtest/snli_devtest_triplets.tsv" --mrpc "$DATA/mrpc/msr_paraphrase_train.txt" \
   --stsb "$DATA/stsbenchmark/sts-train.csv" --max-rows 600 \
+  --query-instruction "Given a question, retrieve relevant documents that best answer the question" \
   --steps 150 --batch-size 32 --mini-batch 32 --lr 2e-4 --warmup-steps 10 --max-length 128 --save-every 10
 
 # 5. Ship: adapters in fp16 inside the package.

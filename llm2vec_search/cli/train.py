@@ -114,6 +114,8 @@ def supervised_cmd(
     mrpc: Annotated[str | None, typer.Option(help="MRPC TSV: paraphrase pairs as positives.")] = None,
     stsb: Annotated[str | None, typer.Option(help="STS-B TSV: pairs scored >= 4 as positives.")] = None,
     max_rows: Annotated[int | None, typer.Option(help="At most this many rows per SNLI/MRPC/STS-B source.")] = None,
+    query_instruction: Annotated[str, typer.Option(help="The encoder's default query instruction.")] = "",
+    document_instruction: Annotated[str, typer.Option(help="The encoder's default document instruction.")] = "",
     steps: int = 500,
     batch_size: int = 32,
     mini_batch: Annotated[int, typer.Option(help="Texts per forward pass (memory bound).")] = 16,
@@ -168,7 +170,9 @@ def supervised_cmd(
     description = {"inputs": {"jsonl": jsonl, "beir": beir, "beir_split": beir_split, "negatives": negatives,
                               "max_pairs": max_pairs, "holdout": holdout, "snli": snli, "mrpc": mrpc, "stsb": stsb,
                               "max_rows": max_rows}}
-    out.print(f"encoder written to {train_supervised(cfg, sources, resume=resume, data_description=description)}")
+    defaults = {"query_instruction": query_instruction, "document_instruction": document_instruction}
+    path = train_supervised(cfg, sources, resume=resume, data_description=description, encoder_defaults=defaults)
+    out.print(f"encoder written to {path}")
 
 
 @train_app.command("export")

@@ -44,7 +44,8 @@ def batch_views(source: Source, indices: list[int]):
 
 
 def train_supervised(cfg: SupervisedConfig, sources: list[Source], *, resume: bool | str = False,
-                     quiet: bool = False, data_description: dict | None = None) -> Path:
+                     quiet: bool = False, data_description: dict | None = None,
+                     encoder_defaults: dict | None = None) -> Path:
     if not sources:
         raise UsageError("no training data: give --jsonl FILE and/or --beir DIR (or the bundled sources)")
     plan = schedule(sources, cfg.steps, cfg.batch_size, cfg.seed)
@@ -60,6 +61,7 @@ def train_supervised(cfg: SupervisedConfig, sources: list[Source], *, resume: bo
     return train_contrastive(
         cfg, "supervised", batch_at,
         recipe={"sources": summary, "data_fingerprint": data_fp, **(data_description or {})},
-        encoder_defaults={"max_length": 512, "query_instruction": "", "document_instruction": ""},
+        encoder_defaults={"max_length": 512, "query_instruction": "", "document_instruction": "",
+                          **(encoder_defaults or {})},
         data_fingerprint=data_fp, resume=resume, quiet=quiet,
     )
