@@ -316,6 +316,7 @@ def load_model_and_tokenizer(
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # our own progress goes to stderr
     cls = AutoModelForCausalLM if causal_lm else AutoModel
     kw: dict[str, Any] = dict(use_safetensors=True, trust_remote_code=trust_remote_code, dtype=torch.float32)
     if attn_implementation:
