@@ -81,3 +81,17 @@ def as_dict(obj: Any) -> dict[str, Any]:
 def diff(expected: Mapping[str, Any], found: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
     """Human-readable differences between two manifests on ``keys``: ``key: a != b``."""
     return [f"{k}: {expected.get(k)!r} != {found.get(k)!r}" for k in keys if expected.get(k) != found.get(k)]
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

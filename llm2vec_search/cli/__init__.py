@@ -29,6 +29,7 @@ out = Console()  # results for people (tables)
 # Command modules register themselves on `app` when imported.
 from . import encode  # noqa: E402,F401
 from . import train  # noqa: E402,F401
+from . import index  # noqa: E402,F401
 
 
 def main() -> None:

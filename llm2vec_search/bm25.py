@@ -1,0 +1,48 @@
+"""BM25 with bm25s: English Snowball stemming and English stopwords, as BEIR baselines use."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _tokenize(texts: Sequence[str]):
+    import bm25s
+    import Stemmer
+
+    return bm25s.tokenize(list(texts), stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False)
+
+
+class BM25Index:
+    """A BM25 index over ``ids``/``texts``; ``search`` returns ``[(id, score), ...]`` per query."""
+
+    def __init__(self, retriever, ids: list[str]):
+        self.retriever, self.ids = retriever, ids
+
+    @classmethod
+    def build(cls, ids: Sequence[str], texts: Sequence[str]) -> BM25Index:
+        import bm25s
+
+        retriever = bm25s.BM25()
+        retriever.index(_tokenize(texts), show_progress=False)
+        return cls(retriever, list(ids))
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.retriever.save(str(folder))
+        (folder / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> BM25Index:
+        import bm25s
+
+        ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+        return cls(bm25s.BM25.load(str(folder)), ids)
+
+    def search(self, queries: Sequence[str], k: int = 10) -> list[list[tuple[str, float]]]:
+        k = min(k, len(self.ids))
+        if not queries or k <= 0:
+            return [[] for _ in queries]
+        docs, scores = self.retriever.retrieve(_tokenize(queries), k=k, show_progress=False)
+        return [[(self.ids[j], float(s)) for j, s in zip(row, srow) if s > 0] for row, srow in zip(docs, scores)]

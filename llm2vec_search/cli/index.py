@@ -1,0 +1,195 @@
+"""``l2v-search index``, ``l2v-search query`` and ``l2v-search indexes``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..errors import UsageError
+from . import app, err, out
+from .options import DEFAULT_MODEL, Json, Model, print_json
+
+IndexDir = Annotated[
+    str | None, typer.Option("--index-dir", help="Index home (default $L2V_SEARCH_INDEX_DIR or ./indexes).")
+]
+Mode = Annotated[str, typer.Option(help="dense | bm25 | hybrid (reciprocal rank fusion).")]
+
+
+def _parse_part(value: str | None) -> tuple[int, int]:
+    if value is None:
+        return (0, 1)
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard takes I/N (e.g. 0/4), got {value!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"--shard {value}: need 0 <= I < N")
+    return (i, n)
+
+
+@app.command("index")
+def index_cmd(
+    corpus: Annotated[str | None, typer.Argument(help="BEIR folder, jsonl, csv/tsv, parquet, txt/md, folder.")] = (
+        None
+    ),
+    name: Annotated[str | None, typer.Option(help="Index name (default: the corpus folder's name).")] = None,
+    model: Model = DEFAULT_MODEL,
+    index_dir: IndexDir = None,
+    index_type: Annotated[str | None, typer.Option(help="FAISS factory string (default: by corpus size).")] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="Index the bundled sample corpus.")] = False,
+    id_field: str | None = None,
+    text_field: str | None = None,
+    title_field: str | None = None,
+    skip_invalid: Annotated[bool, typer.Option(help="Skip (and count) malformed rows instead of failing.")] = False,
+    chunk_tokens: Annotated[int | None, typer.Option(help="Tokens per window of a long document.")] = None,
+    chunk_overlap: Annotated[int, typer.Option(help="Tokens shared by consecutive windows.")] = 64,
+    memory_budget_gb: Annotated[float | None, typer.Option("--memory-budget", help="GB for the vectors.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="I/N: embed only this process's shards.")] = None,
+    no_bm25: Annotated[bool, typer.Option("--no-bm25", help="Skip the BM25 index.")] = False,
+    json_: Json = False,
+) -> None:
+    """Embed a corpus into Parquet shards and build FAISS (+ BM25) indexes; resumes if interrupted.
+
+    Example: l2v-search index ../shared/data/scifact --name scifact
+    """
+    from ..corpus import Fields
+    from ..embed import ChunkConfig
+    from ..index import build_index, sample_corpus
+
+    if sample == (corpus is not None):
+        raise UsageError("give a CORPUS path or --sample (not both)")
+    path = sample_corpus() if sample else Path(corpus)
+    name = name or ("sample" if sample else None)
+    budget = int(memory_budget_gb * 2**30) if memory_budget_gb else None
+    folder = build_index(path, name, index_dir, model, index_type,
+                         fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
+                         chunk=ChunkConfig(chunk_tokens, chunk_overlap), memory_budget=budget, bm25=not no_bm25,
+                         part=_parse_part(shard))
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        err.print(f"embedded shard part {shard}; run without --shard to finish the index")
+        return
+    manifest = json.loads(manifest_path.read_text())
+    if json_:
+        print_json(manifest)
+        return
+    c = manifest["corpus"]
+    err.print(f"[green]index {manifest['name']!r}[/green] at {folder}: {c['documents']} documents, "
+              f"{manifest['faiss']['vectors']} vectors ({manifest['faiss']['factory']}), "
+              f"{c['empty_skipped']} empty and {c['invalid_skipped']} invalid rows skipped, "
+              f"{manifest['timings']['total_seconds']:.0f}s", highlight=False)
+
+
+@app.command("query")
+def query_cmd(
+    text: Annotated[str | None, typer.Argument(help="The query.")] = None,
+    index: Annotated[str | None, typer.Option("--index", help="Index name (optional with one index).")] = None,
+    index_dir: IndexDir = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Results to return.")] = 10,
+    instruction: Annotated[str | None, typer.Option("--instruction", "-i", help="Query instruction.")] = None,
+    mode: Mode = "dense",
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    queries: Annotated[str | None, typer.Option("--queries", help="Batch: JSONL or TSV of id and text.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Batch output: jsonl | trec.")] = "jsonl",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Batch output file (default stdout).")] = None,
+    json_: Json = False,
+) -> None:
+    """Search an index with the encoder it was built with.
+
+    Example: l2v-search query "How do vaccines work?" --index demo -k 5
+    """
+    from ..search import SearchIndex
+
+    if (text is None) == (queries is None):
+        raise UsageError("give a query TEXT or --queries FILE (not both)")
+    if k <= 0:
+        raise UsageError(f"-k must be positive, got {k}")
+    idx = SearchIndex.open(index, index_dir)
+    if queries is not None:
+        _batch(idx, queries, k, instruction, mode, nprobe, ef_search, fmt, output)
+        return
+    hits = idx.search([text], k, instruction=instruction, mode=mode, nprobe=nprobe, ef_search=ef_search)[0]
+    if json_:
+        print_json({"index": idx.name, "query": text, "mode": mode, "results": [h.to_dict() for h in hits]})
+        return
+    table = Table("#", "score", "id", "title", "snippet", title=f"{idx.name}: {text}", show_lines=True)
+    for rank, h in enumerate(hits, 1):
+        snippet = " ".join(h.text.split())[:220] + ("…" if len(h.text) > 220 else "")
+        table.add_row(str(rank), f"{h.score:.4f}", h.id, h.title[:60], snippet)
+    out.print(table)
+
+
+def read_queries(path: str) -> list[tuple[str, str]]:
+    """Queries from JSONL ({"_id"|"id", "text"}) or TSV (id<TAB>text)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"queries file not found: {p}")
+    rows = []
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UsageError(f"{p}: not valid UTF-8") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if p.suffix in (".jsonl", ".json"):
+            try:
+                row = json.loads(line)
+                rows.append((str(row.get("_id", row.get("id"))), row["text"]))
+            except (ValueError, KeyError, AttributeError):
+                raise UsageError(f"{p}:{n}: expected a JSON object with id/_id and text") from None
+        else:
+            parts = line.split("\t")
+            if len(parts) < 2:
+                raise UsageError(f"{p}:{n}: expected id<TAB>text")
+            rows.append((parts[0], parts[1]))
+    if not rows:
+        raise UsageError(f"{p} holds no queries")
+    return rows
+
+
+def _batch(idx, path, k, instruction, mode, nprobe, ef_search, fmt, output) -> None:
+    import sys
+
+    if fmt not in ("jsonl", "trec"):
+        raise UsageError(f"unknown --format {fmt!r}; valid: jsonl, trec")
+    rows = read_queries(path)
+    results = idx.search([t for _, t in rows], k, instruction=instruction, mode=mode, nprobe=nprobe,
+                         ef_search=ef_search)
+    lines = []
+    for (qid, qtext), hits in zip(rows, results):
+        if fmt == "trec":
+            lines += [f"{qid} Q0 {h.id} {r} {h.score:.6f} l2v-search" for r, h in enumerate(hits, 1)]
+        else:
+            lines.append(json.dumps({"id": qid, "query": qtext, "results": [h.to_dict() for h in hits]},
+                                    ensure_ascii=False))
+    text = "\n".join(lines) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from ..manifest import write_text_atomic
+
+    write_text_atomic(output, text)
+    err.print(f"{len(rows)} queries -> {output}")
+
+
+@app.command("indexes")
+def indexes_cmd(index_dir: IndexDir = None, json_: Json = False) -> None:
+    """List the indexes in the index home."""
+    from ..index import list_indexes
+
+    found = list_indexes(index_dir)
+    if json_:
+        print_json({"indexes": [{"name": m["name"], "documents": m["corpus"]["documents"],
+                                 "vectors": m["faiss"]["vectors"], "encoder": m["encoder"]["spec"]} for m in found]})
+        return
+    table = Table("name", "documents", "vectors", "faiss", "encoder")
+    for m in found:
+        table.add_row(m["name"], str(m["corpus"]["documents"]), str(m["faiss"]["vectors"]), m["faiss"]["factory"],
+                      m["encoder"]["spec"])
+    out.print(table)
