@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build step at DEBUG
 
 
 def _tokenize(texts: Sequence[str]):

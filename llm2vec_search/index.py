@@ -88,6 +88,7 @@ def build_index(
     chunk: ChunkConfig = ChunkConfig(),
     memory_budget: int | None = None,
     bm25: bool = True,
+    dense: bool = True,
     part: tuple[int, int] = (0, 1),
     encoder=None,
     encoder_overrides: dict[str, Any] | None = None,
@@ -105,6 +106,8 @@ def build_index(
     stats = ReadStats()
     out.mkdir(parents=True, exist_ok=True)
     n_docs, corpus_fp = _documents(corpus, out, fields, skip_invalid, stats)
+    if not dense:
+        return _build_sparse_only(out, name, corpus, corpus_fp, n_docs, stats, t0)
     if encoder is None:
         from .encoder import load_encoder
 
@@ -145,6 +148,25 @@ def build_index(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json_atomic(out / MANIFEST, manifest)
+    return out
+
+
+def _build_sparse_only(out: Path, name: str, corpus: Path, corpus_fp: str, n_docs: int, stats: ReadStats,
+                       t0: float) -> Path:
+    """A BM25-only index (no encoder, no FAISS)."""
+    old = _read_manifest(out)
+    if old and old.get("fingerprint") == corpus_fp and old.get("faiss") is None:
+        return out
+    (out / MANIFEST).unlink(missing_ok=True)
+    _build_bm25(out)
+    write_json_atomic(out / MANIFEST, {
+        "kind": KIND, "name": name,
+        "corpus": {"path": str(corpus.resolve()), "fingerprint": corpus_fp, "documents": n_docs,
+                   "empty_skipped": stats.empty, "invalid_skipped": stats.invalid},
+        "encoder": None, "faiss": None, "bm25": True, "fingerprint": corpus_fp,
+        "timings": {"total_seconds": round(time.perf_counter() - t0, 2)},
+        "library_versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
     return out
 
 

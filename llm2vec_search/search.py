@@ -39,17 +39,19 @@ class SearchIndex:
         import faiss
 
         self.folder, self.manifest, self.name = folder, manifest, manifest["name"]
+        self.dense = manifest.get("faiss") is not None
         try:
-            self.faiss = faiss.read_index(str(folder / FAISS_FILE))
+            self.faiss = faiss.read_index(str(folder / FAISS_FILE)) if self.dense else None
             docs = read_documents(folder / DOCS_FILE, ["id", "title", "text"])
-            chunks = [t.select(["id", "chunk", "start", "end"]) for t in iter_shards(folder)]
+            chunks = [t.select(["id", "chunk", "start", "end"]) for t in iter_shards(folder)] if self.dense else []
         except Exception as e:  # faiss/pyarrow raise many types for damaged files
             raise IndexStateError(f"index {self.name!r} is corrupt: {type(e).__name__}: {str(e)[:200]}") from None
         self.doc_ids = docs.column("id").to_pylist()
         self._docs = {i: (t, x) for i, t, x in zip(self.doc_ids, docs.column("title").to_pylist(),
                                                   docs.column("text").to_pylist())}
         self._rows = [row for t in chunks for row in zip(*(t.column(c).to_pylist() for c in t.column_names))]
-        if len(self._rows) != self.faiss.ntotal or len(self._docs) != manifest["corpus"]["documents"]:
+        vectors = self.faiss.ntotal if self.dense else 0
+        if len(self._rows) != vectors or len(self._docs) != manifest["corpus"]["documents"]:
             raise IndexStateError(f"index {self.name!r} is inconsistent: {self.faiss.ntotal} vectors for "
                                   f"{len(self._rows)} chunks, {len(self._docs)} documents for "
                                   f"{manifest['corpus']['documents']} in the manifest; rebuild it")
@@ -80,6 +82,8 @@ class SearchIndex:
 
     @property
     def encoder_spec(self) -> str:
+        if not self.dense:
+            raise UsageError(f"index {self.name!r} is BM25-only: use --mode bm25")
         return self.manifest["encoder"]["spec"]
 
     @property
@@ -128,6 +132,8 @@ class SearchIndex:
                         nprobe: int | None = None, ef_search: int | None = None) -> list[list[Hit]]:
         """Search with query vectors already computed (``None`` for BM25), e.g. by a micro-batcher."""
         _check(queries, k, mode)
+        if mode != "bm25" and not self.dense:
+            raise UsageError(f"index {self.name!r} is BM25-only: use --mode bm25")
         k = min(k, self.size)
         depth = max(k, 100) if mode == "hybrid" else k
         dense = self._dense(xq, depth, nprobe, ef_search) if mode != "bm25" else None
