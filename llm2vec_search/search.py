@@ -25,8 +25,8 @@ class Hit:
     id: str
     score: float
     title: str
-    text: str  # the best-matching chunk of the document
-    chunk: int = 0
+    text: str  # the best-matching chunk of the document (the whole text when chunk is None)
+    chunk: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "score": self.score, "title": self.title, "text": self.text}
@@ -143,9 +143,9 @@ class SearchIndex:
             if mode == "dense":
                 ranked = dense[qi][:k]
             elif mode == "bm25":
-                ranked = [(doc, score, 0) for doc, score in sparse[qi][:k]]
+                ranked = [(doc, score, None) for doc, score in sparse[qi][:k]]
             else:
-                ranked = _rrf(dense[qi], [(d, s, 0) for d, s in sparse[qi]])[:k]
+                ranked = _rrf(dense[qi], [(d, s, None) for d, s in sparse[qi]])[:k]
             out.append([self._hit(doc, score, chunk) for doc, score, chunk in ranked])
         return out
 
@@ -176,9 +176,9 @@ class SearchIndex:
     def _sparse(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
         return self.bm25().search(list(queries), k)
 
-    def _hit(self, doc: str, score: float, chunk: int) -> Hit:
+    def _hit(self, doc: str, score: float, chunk: int | None) -> Hit:
         title, text = self._docs[doc]
-        if len(self._rows) > self.size:  # chunked: show the matching chunk
+        if chunk is not None and len(self._rows) > self.size:  # chunked: show the matching chunk
             span = next((r for r in self._chunk_index().get(doc, []) if r[1] == chunk), None)
             if span is not None:
                 content = f"{title} {text}".strip() if title else text
@@ -205,10 +205,10 @@ def _check(queries: Sequence[str], k: int, mode: str) -> None:
         raise UsageError("empty query")
 
 
-def _rrf(*rankings: list[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
+def _rrf(*rankings: list[tuple[str, float, int | None]]) -> list[tuple[str, float, int | None]]:
     """Reciprocal rank fusion: score = sum over rankings of 1 / (RRF_K + rank)."""
     scores: dict[str, float] = {}
-    chunk: dict[str, int] = {}
+    chunk: dict[str, int | None] = {}
     for ranking in rankings:
         for rank, (doc, _, c) in enumerate(ranking, 1):
             scores[doc] = scores.get(doc, 0.0) + 1.0 / (RRF_K + rank)
