@@ -108,10 +108,11 @@ def chunk_documents(encoder, texts: list[str], cfg: ChunkConfig) -> list[list[tu
     budget = encoder.text_budget(encoder.config.document_instruction or None)
     # A margin of 2 tokens: re-tokenizing a cut span may merge differently at its edges.
     window = min(cfg.max_tokens or budget, budget) - 2
-    if window <= cfg.overlap:
-        raise UsageError(f"chunk window ({window} tokens) must be larger than the overlap ({cfg.overlap})")
+    if window < 4:
+        raise UsageError(f"chunk window of {window} tokens is too small (max_length {encoder.config.max_length})")
+    overlap = min(cfg.overlap, window // 4)  # short windows (small max_length) keep most of their stride
     enc = encoder.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    return [chunk_spans(offsets, window, cfg.overlap) for offsets in enc["offset_mapping"]]
+    return [chunk_spans(offsets, window, overlap) for offsets in enc["offset_mapping"]]
 
 
 def shard_path(index_dir: Path, shard: int) -> Path:
