@@ -279,8 +279,11 @@ def convert_gguf(gguf_path: Path, target: Path | None = None) -> Path:
         target = home() / "models" / f"gguf-{sha256_file(gguf_path)[:16]}"
     if (target / "config.json").is_file():
         return target
+    import transformers
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    transformers.utils.logging.disable_progress_bar()  # the status line below says what is happening
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent))

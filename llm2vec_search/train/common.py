@@ -54,11 +54,16 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def read_lines(path: str | os.PathLike) -> Iterator[str]:
-    """Non-empty lines of a text file (``.gz`` read transparently), with a clear error if unreadable."""
+def check_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"training file not found: {path}")
+    return path
+
+
+def read_lines(path: str | os.PathLike) -> Iterator[str]:
+    """Non-empty lines of a text file (``.gz`` read transparently), with a clear error if unreadable."""
+    path = check_file(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:

@@ -180,6 +180,7 @@ def train_mntp(cfg: MNTPConfig, *, resume: bool | str = False, quiet: bool = Fal
     """Run MNTP; returns the encoder directory (``<output>/encoder``)."""
     if not cfg.data:
         raise UsageError("no training data given (--data FILE)")
+    common.check_file(cfg.data)  # fail before loading a model
     run_dir = Path(cfg.output)
     device = select_device(cfg.device)
     bf16 = cpu_has_fast_bf16() if cfg.bf16 is None and device.type == "cpu" else bool(cfg.bf16 or device.type == "cuda")
