@@ -52,7 +52,7 @@ def test_index_query_and_batch(monkeypatch, capsys, corpus, tmp_path, tiny_model
     (["index", "/no/such/corpus.jsonl"], "corpus not found"),
     (["index"], "give a CORPUS path or --sample"),
     (["encode", "--model", "no-such-alias", "hi"], "unknown model 'no-such-alias'"),
-    (["encode", "--model", "org/model-not-cached", "hi"], "cannot fetch 'org/model-not-cached' from the Hugging Face hub"),
+    (["encode", "--model", "org/model-not-cached", "hi"], "cannot fetch 'org/model-not-cached' from the Hugging"),
     (["encode"], "no texts to encode"),
     (["eval", "/no/such/dataset"], "not a BEIR dataset"),
     (["train", "mntp", "--data", "/no/file.txt", "--output", "/tmp/x", "--model", "smollm2-135m"],
