@@ -329,7 +329,9 @@ def load_model_and_tokenizer(
                 setattr(config.get_text_config(), key, value)
             kw["config"] = config
         model = cls.from_pretrained(source.base_dir, **kw)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
+    except Exception as e:  # transformers/safetensors raise many types for bad files
+        if isinstance(e, ModelError):
+            raise
         raise ModelError(f"cannot load {source.base_dir}: {_first_line(e)}") from None
     if source.adapters:
         model = merge_adapters(model, source.adapters, into=model.model if causal_lm else model)
@@ -344,7 +346,7 @@ def merge_adapters(model, adapters, into=None):
     for a in adapters:
         try:
             merged = PeftModel.from_pretrained(target, str(a)).merge_and_unload()
-        except (OSError, ValueError, RuntimeError, KeyError) as e:
+        except Exception as e:  # peft/safetensors raise many types for bad files
             raise ModelError(f"cannot load adapter {a}: {_first_line(e)}") from None
         if into is None:
             target = model = merged
