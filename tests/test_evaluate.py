@@ -95,3 +95,29 @@ def test_eval_bm25_and_dense_write_outputs(beir, tmp_path, tiny_model_dir):
     again = evaluate_beir(beir, "test", model=str(tiny_model_dir), index_dir=tmp_path / "idx",
                           encoder_overrides={"dtype": "fp32", "max_length": 64}, show_progress=False)
     assert again["metrics"] == dense["metrics"] and again["timings"]["index_seconds"] < 30
+
+
+def test_compare_runs_paired_test_and_plot(tmp_path):
+    from llm2vec_search.compare import compare_runs, plot_runs
+
+    rng = random.Random(0)
+    keys = ["ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "ndcg@100", "recall@10", "recall@100", "recall@1000",
+            "mrr@10", "map@100"]
+    for name, shift in (("a", 0.0), ("b", 0.2)):
+        folder = tmp_path / name
+        folder.mkdir()
+        per_query = {f"q{i}": {k: min(1.0, rng.random() * 0.5 + shift) for k in keys} for i in range(40)}
+        metrics = {k: sum(p[k] for p in per_query.values()) / 40 for k in keys}
+        (folder / "per_query.json").write_text(json.dumps(per_query))
+        (folder / "metrics.json").write_text(json.dumps({"mode": "dense", "metrics": metrics,
+                                                         "dataset": {"name": "toy", "split": "test"}}))
+    result = compare_runs([tmp_path / "a", tmp_path / "b"])
+    assert result["same_dataset"] and result["runs"][1]["paired_queries"] == 40
+    assert result["runs"][1]["p_value_ndcg@10"] < 0.01
+    plot_runs(result, tmp_path / "cmp.png")
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "b" / "per_query.json").write_text("{")
+    with pytest.raises(UsageError, match="corrupt"):
+        compare_runs([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(UsageError, match="not an evaluation run"):
+        compare_runs([tmp_path])
