@@ -1,0 +1,128 @@
+"""Embed shards on a Ray cluster: a Ray Dataset of pending shards, ``map_batches`` on an actor
+class that holds the encoder, shards written by the driver as they come back.
+
+Each dataset row is one shard: its number and its documents (taken from the documents table on
+the driver), so workers on other machines need no shared filesystem, only this package and the
+model. An actor embeds a shard with the same ``embed_shard`` as a local process and returns the
+finished Parquet file's bytes; the driver writes them atomically under ``shards/``. A killed job
+rerun skips the shards already written.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .embed import DOCS_FILE, ChunkConfig, read_documents, shard_path
+from .errors import L2VError, UsageError
+
+EXTRA_HINT = "pip install 'llm2vec-search[ray]'"
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(f"--engine ray needs Ray: {EXTRA_HINT}") from None
+    return ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address`` ("auto", host:port, ray://...) or start a local Ray."""
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
+                              "include_dashboard": False}
+    if address:
+        kwargs.pop("include_dashboard")
+        kwargs["address"] = address
+    elif num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    # Workers import this package from the driver's environment (same venv on a local Ray).
+    kwargs["runtime_env"] = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        where = f"Ray cluster at {address!r}" if address else "a local Ray"
+        raise L2VError(f"cannot start or reach {where}: {first}") from None
+
+
+class ShardEmbedder:
+    """A Ray actor: loads the encoder once, turns shard rows into finished Parquet shard bytes."""
+
+    def __init__(self, model: str, overrides: dict[str, Any], chunk: ChunkConfig, run_fp: str, device: str):
+        import torch
+
+        from .encoder import load_encoder
+
+        if device == "cpu":
+            torch.set_num_threads(1)  # one core per CPU actor (Ray reserves num_cpus=1)
+        self.encoder = load_encoder(model, **overrides, device=device)
+        self.chunk, self.run_fp = chunk, run_fp
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        import pyarrow as pa
+
+        from .embed import DOC_SCHEMA, embed_shard
+
+        shards, blobs = [], []
+        for s, ids, titles, texts in zip(batch["shard"], batch["id"], batch["title"], batch["text"]):
+            docs = pa.table({"id": list(ids), "title": list(titles), "text": list(texts),
+                             "hash": [""] * len(ids)}, schema=DOC_SCHEMA)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "shard.parquet"
+                embed_shard(self.encoder, docs, self.chunk, path, self.run_fp)
+                blobs.append(path.read_bytes())
+            shards.append(int(s))
+        return {"shard": shards, "data": blobs}
+
+
+def embed_ray(index_dir: Path, model: str, overrides: dict[str, Any], chunk: ChunkConfig, run_fp: str,
+              shards: list[int], scale, show_progress: bool = True) -> None:
+    """Embed ``shards`` of ``index_dir`` with Ray actors and write them as they finish."""
+    ray = _ray()
+    connect(scale.ray_address)
+    resources = ray.cluster_resources()
+    gpus = scale.ray_gpus_per_actor
+    if gpus is None:
+        gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+    slots = int(resources.get("GPU", 0) // gpus) if gpus else int(resources.get("CPU", 1))
+    actors = scale.workers or max(1, min(slots, len(shards)))
+    docs = read_documents(index_dir / DOCS_FILE, ["id", "title", "text"])
+    rows = [{"shard": s, **docs.slice(s * chunk.docs_per_shard, chunk.docs_per_shard).to_pydict()}
+            for s in shards]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map_batches(ShardEmbedder, batch_size=1, batch_format="numpy", concurrency=actors,
+                        num_gpus=gpus, num_cpus=0 if gpus else 1,
+                        fn_constructor_kwargs={"model": model, "overrides": overrides, "chunk": chunk,
+                                               "run_fp": run_fp, "device": "cuda" if gpus else "cpu"})
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(f"[bold]embedding shards on Ray ({actors} actors)"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=Console(stderr=True), disable=not show_progress)
+    with bar:
+        task = bar.add_task("shards", total=len(shards))
+        try:
+            for row in ds.iter_rows():
+                path = shard_path(index_dir, int(row["shard"]))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".parquet.tmp")
+                tmp.write_bytes(row["data"])
+                os.replace(tmp, path)
+                bar.advance(task)
+        except L2VError:
+            raise
+        except Exception as e:  # a failed actor surfaces as a Ray task error; keep its cause's first line
+            cause = getattr(e, "cause", None) or e
+            if isinstance(cause, L2VError):
+                raise cause from None
+            first = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else ""
+            raise L2VError(f"Ray job failed: {type(cause).__name__}: {first}; rerun to resume "
+                           f"from finished shards") from None
