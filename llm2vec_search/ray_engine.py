@@ -45,12 +45,28 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         kwargs["num_cpus"] = num_cpus
     # Workers import this package from the driver's environment (same venv on a local Ray).
     kwargs["runtime_env"] = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
+    if address and address != "auto":
+        _check_reachable(address)
     try:
         ray.init(**kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         where = f"Ray cluster at {address!r}" if address else "a local Ray"
         raise L2VError(f"cannot start or reach {where}: {first}") from None
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a dead host:port: ray.init would otherwise retry for minutes."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r}: expected auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise L2VError(f"cannot start or reach Ray cluster at {address!r}: {e.strerror or e}") from None
 
 
 class ShardEmbedder:

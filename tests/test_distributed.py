@@ -91,3 +91,24 @@ def test_device_parsing():
         parse_devices("auto")
     assert worker_devices(ScaleConfig(devices=("cuda:0", "cuda:1"), workers=3)) == ["cuda:0", "cuda:1", "cuda:0"]
     assert worker_devices(ScaleConfig(workers=2)) == ["cpu", "cpu"]
+
+
+def test_cli_workers_and_errors(monkeypatch, capsys, corpus, tiny_model_dir, tmp_path):
+    from llm2vec_search.cli import main
+
+    def run(*args):
+        monkeypatch.setattr("sys.argv", ["l2v-search", "index", str(corpus), "--model", str(tiny_model_dir),
+                                         "--index-dir", str(tmp_path), *args])
+        with pytest.raises(SystemExit) as e:
+            main()
+        return e.value.code, capsys.readouterr().err
+
+    code, err = run("--workers", "0")
+    assert code == 2 and err.strip() == "error: --workers must be at least 1, got 0"
+    code, err = run("--devices", "cuda:9")
+    assert code == 2 and err.startswith("error: device 'cuda:9' does not exist") and "Traceback" not in err
+    code, err = run("--workers", "2", "--shard", "0/2")
+    assert code == 2 and "--shard" in err
+    assert not (tmp_path / "docs").exists()
+    code, err = run("--workers", "1", "--json")
+    assert code == 0 and "Traceback" not in err

@@ -50,6 +50,10 @@ def index_cmd(
     memory_budget_gb: Annotated[float | None, typer.Option("--memory-budget", help="GB for the vectors.")] = None,
     shard: Annotated[str | None, typer.Option("--shard", help="I/N: embed only this process's shards.")] = None,
     no_bm25: Annotated[bool, typer.Option("--no-bm25", help="Skip the BM25 index.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Encoder processes (local) or actors (ray).")] = None,
+    devices: Annotated[str | None, typer.Option(help="One process per device, e.g. cuda:0,cuda:1.")] = None,
+    engine: Annotated[str, typer.Option(help="local | ray (actors on a Ray cluster).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster (auto, host:port); default local.")] = None,
     json_: Json = False,
 ) -> None:
     """Embed a corpus into Parquet shards and build FAISS (+ BM25) indexes; resumes if interrupted.
@@ -65,10 +69,20 @@ def index_cmd(
     path = sample_corpus() if sample else Path(corpus)
     name = name or ("sample" if sample else None)
     budget = int(memory_budget_gb * 2**30) if memory_budget_gb else None
-    folder = build_index(path, name, index_dir, model, index_type,
-                         fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
-                         chunk=ChunkConfig(chunk_tokens, chunk_overlap), memory_budget=budget, bm25=not no_bm25,
-                         part=_parse_part(shard))
+    if workers is not None or devices or engine != "local" or ray_address:  # see distributed.py
+        from ..distributed import ScaleConfig, build_index_scaled, parse_devices
+
+        if shard is not None:
+            raise UsageError("--shard splits work by hand; it cannot be combined with --workers/--devices/--engine")
+        folder = build_index_scaled(path, name, index_dir, model, index_type, scale=ScaleConfig(
+            engine, parse_devices(devices), workers, ray_address=ray_address),
+            fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
+            chunk=ChunkConfig(chunk_tokens, chunk_overlap), memory_budget=budget, bm25=not no_bm25)
+    else:
+        folder = build_index(path, name, index_dir, model, index_type,
+                             fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
+                             chunk=ChunkConfig(chunk_tokens, chunk_overlap), memory_budget=budget,
+                             bm25=not no_bm25, part=_parse_part(shard))
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         err.print(f"embedded shard part {shard}; run without --shard to finish the index")
