@@ -10,6 +10,7 @@ rerun skips the shards already written.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -113,8 +114,13 @@ def embed_ray(index_dir: Path, model: str, overrides: dict[str, Any], chunk: Chu
     docs = read_documents(index_dir / DOCS_FILE, ["id", "title", "text"])
     rows = [{"shard": s, **docs.slice(s * chunk.docs_per_shard, chunk.docs_per_shard).to_pydict()}
             for s in shards]
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours below; Ray's own go to stdout
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map_batches(ShardEmbedder, batch_size=1, batch_format="numpy", concurrency=actors,
+    ds = ds.map_batches(ShardEmbedder, batch_size=1, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=actors),
                         num_gpus=gpus, num_cpus=0 if gpus else 1,
                         fn_constructor_kwargs={"model": model, "overrides": overrides, "chunk": chunk,
                                                "run_fp": run_fp, "device": "cuda" if gpus else "cpu"})
