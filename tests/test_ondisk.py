@@ -98,3 +98,28 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(IndexStateError):
         build_ondisk(iter(()), tmp_path / "x", train_ivf(clustered(100), OnDiskConfig(nlist=4)))
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.tmp").exists()
+
+
+def test_build_from_embedded_shards(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from llm2vec_search.embed import shard_path, shard_schema
+    from llm2vec_search.ondisk import build_from_shards
+
+    xb = clustered(3000)
+    for s in range(3):  # the layout embed.py writes
+        x = xb[s * 1000:(s + 1) * 1000]
+        path = shard_path(tmp_path, s)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_arrays(
+            [pa.array([f"d{s * 1000 + i}" for i in range(1000)]), pa.array([0] * 1000, pa.int32()),
+             pa.array([0] * 1000, pa.int32()), pa.array([1] * 1000, pa.int32()),
+             pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])], schema=shard_schema(32)), path)
+    folder = build_from_shards(tmp_path, cfg=OnDiskConfig(nlist=16, train_sample=1000))
+    assert folder == tmp_path / "ondisk"
+    index = open_ondisk(folder, nprobe=16)
+    _, ids = index.search(xb[[5, 1500, 2999]], 1)
+    assert ids[:, 0].tolist() == [5, 1500, 2999]  # row i of the shards in order
+    with pytest.raises(IndexStateError):
+        build_from_shards(tmp_path / "empty")
