@@ -174,15 +174,14 @@ def _worker(index_dir: str, model: str, overrides: dict[str, Any], chunk: ChunkC
     from .encoder import load_encoder
 
     encoder = load_encoder(model, **overrides)
-    expected = run_fp
     folder = Path(index_dir)
     docs = read_documents(folder / DOCS_FILE, ["id", "title", "text"])
     done = 0
     for s in shards:
         path = shard_path(folder, s)
-        if shard_is_done(path, expected):
+        if shard_is_done(path, run_fp):
             continue
-        embed_shard(encoder, docs.slice(s * chunk.docs_per_shard, chunk.docs_per_shard), chunk, path, expected)
+        embed_shard(encoder, docs.slice(s * chunk.docs_per_shard, chunk.docs_per_shard), chunk, path, run_fp)
         done += 1
     return done
 

@@ -69,18 +69,10 @@ def train_ivf(xt: np.ndarray, cfg: OnDiskConfig, n: int | None = None):
     ivf = faiss.extract_index_ivf(index)
     if len(xt) < ivf.nlist:
         raise UsageError(f"{len(xt)} training vectors for {ivf.nlist} lists: lower nlist or train on more")
+    ivf.cp.seed = cfg.seed
     if cfg.use_gpu and _gpu_count() > 0:
-        # Only the coarse k-means moves to the GPU; the codec trains on CPU as usual.
-        clus = faiss.Clustering(xt.shape[1], ivf.nlist)
-        clus.seed = cfg.seed
-        gpu_quantizer = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(xt.shape[1]))
-        clus.train(xt, gpu_quantizer)
-        centroids = faiss.vector_float_to_array(clus.centroids).reshape(ivf.nlist, -1)
-        ivf.quantizer.add(centroids)
-        ivf.quantizer_trains_alone = 0
-        ivf.cp.niter = 0  # centroids are set: only the codec still trains
-    else:
-        ivf.cp.seed = cfg.seed
+        # faiss's own recipe: only the coarse k-means runs on the GPUs; the codec trains on CPU.
+        ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(xt.shape[1]))
     index.train(xt)
     return index
 
