@@ -137,7 +137,7 @@ def build_index(
         "name": name,
         "corpus": {"path": str(corpus.resolve()), "fingerprint": corpus_fp, "documents": n_docs,
                    "empty_skipped": stats.empty, "invalid_skipped": stats.invalid},
-        "encoder": {"spec": model if isinstance(model, str) else str(model), "fingerprint": encoder.fingerprint,
+        "encoder": {"spec": _spec(encoder, model), "fingerprint": encoder.fingerprint,
                     **encoder.identity()},
         "chunking": dataclasses.asdict(chunk),
         "faiss": {"factory": factory, "vectors": int(index.ntotal), "metric": "inner_product"},
@@ -149,6 +149,14 @@ def build_index(
     }
     write_json_atomic(out / MANIFEST, manifest)
     return out
+
+
+def _spec(encoder, model: str) -> str:
+    """The spec that reloads ``encoder``: its source's, made absolute when it is a local path."""
+    if encoder.source is None:
+        return str(model)
+    spec = encoder.source.spec
+    return str(Path(spec).resolve()) if Path(spec).exists() else spec
 
 
 def _build_sparse_only(out: Path, name: str, corpus: Path, corpus_fp: str, n_docs: int, stats: ReadStats,

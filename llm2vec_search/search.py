@@ -95,7 +95,10 @@ class SearchIndex:
         if self._encoder is None:
             from .encoder import load_encoder
 
-            enc = load_encoder(self.encoder_spec, **overrides)
+            recorded = self.manifest["encoder"]
+            settings = {k: recorded[k] for k in ("pooling", "max_length", "causal", "normalize", "query_instruction",
+                                                 "document_instruction") if k in recorded}
+            enc = load_encoder(self.encoder_spec, **{**settings, **overrides})
             self.check_encoder(enc)
             self._encoder = enc
         return self._encoder

@@ -31,6 +31,7 @@ from . import encode  # noqa: E402,F401
 from . import train  # noqa: E402,F401
 from . import index  # noqa: E402,F401
 from . import eval  # noqa: E402,F401
+from . import serve  # noqa: E402,F401
 
 
 def main() -> None:

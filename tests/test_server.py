@@ -1,0 +1,99 @@
+"""HTTP API: contract, micro-batching equality under concurrency, limits and errors."""
+
+import asyncio
+import json
+import random
+
+import numpy as np
+import pytest
+from conftest import WORDS
+
+fastapi = pytest.importorskip("fastapi", reason="the `serve` extra is not installed")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from llm2vec_search.index import build_index  # noqa: E402
+from llm2vec_search.server import MicroBatcher, SearchService, ServeConfig, create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, tiny_encoder):
+    rng = random.Random(0)
+    home = tmp_path_factory.mktemp("serve")
+    corpus = home / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "title": rng.choice(WORDS),
+                                            "text": " ".join(rng.choices(WORDS, k=20))}) for i in range(30)))
+    build_index(corpus, "docs", home, encoder=tiny_encoder, show_progress=False)
+    svc = SearchService(None, home, ServeConfig(max_batch=8, window_ms=20))
+    return svc
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with TestClient(create_app(service)) as c:
+        yield c
+
+
+def test_contract(client):
+    r = client.post("/search", json={"query": "the cat eats", "k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert len(body["results"]) == 3 and set(body["results"][0]) == {"id", "score", "title", "text"}
+    assert body["took_ms"] >= 0
+    scores = [h["score"] for h in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    r = client.post("/search/batch", json={"queries": ["cat", "river"], "k": 2, "mode": "hybrid"})
+    assert r.status_code == 200 and [len(x) for x in r.json()["results"]] == [2, 2]
+    assert client.get("/indexes").json()["indexes"][0] == {"name": "docs", "documents": 30, "dense": True,
+                                                           "encoder": client.get("/indexes").json()["indexes"][0]
+                                                           ["encoder"], "faiss": "Flat"}
+    assert client.get("/health").json()["status"] == "ok"
+    assert "llm2vec-search" in client.get("/").text
+    assert client.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("payload,status", [
+    ({"query": "", "k": 3}, 422), ({"query": "x", "k": 0}, 422), ({"query": "x", "k": 1001}, 422),
+    ({"query": "x" * 2001}, 422), ({"query": "x", "index": "../etc"}, 422), ({"query": "x", "mode": "sparse"}, 422),
+    ({"query": "x", "index": "nope"}, 404), ({"k": 3}, 422),
+])
+def test_limits_and_errors(client, payload, status):
+    r = client.post("/search", json=payload)
+    assert r.status_code == status and "error" in r.json() and "Traceback" not in r.text
+
+
+def test_invalid_json_and_large_body(client):
+    r = client.post("/search", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    r = client.post("/search", content=b"x" * (2 << 20), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_concurrent_requests_equal_sequential(service):
+    queries = [" ".join(random.Random(i).choices(WORDS, k=4)) for i in range(24)]
+
+    async def concurrent():
+        return await asyncio.gather(*(service.search(None, [q], 5, None, "dense") for q in queries))
+
+    together = asyncio.run(concurrent())
+    one_by_one = [asyncio.run(service.search(None, [q], 5, None, "dense")) for q in queries]
+    for a, b in zip(together, one_by_one):
+        assert [h.id for h in a[0]] == [h.id for h in b[0]]
+        np.testing.assert_allclose([h.score for h in a[0]], [h.score for h in b[0]], atol=1e-5)
+
+
+def test_micro_batcher_groups_concurrent_calls():
+    calls = []
+
+    def fn(items):
+        calls.append(len(items))
+        return np.array(items) * 2
+
+    async def main():
+        b = MicroBatcher(fn, max_batch=16, window_ms=50)
+        out = await asyncio.gather(*(b.submit([i]) for i in range(10)))
+        await b.close()
+        return out
+
+    out = asyncio.run(main())
+    assert [o.tolist() for o in out] == [[i * 2] for i in range(10)]
+    assert max(calls) > 1 and sum(calls) == 10
