@@ -132,7 +132,8 @@ def train_contrastive(
                 common.prune_checkpoints(run_dir, cfg.keep_checkpoints)
 
     losses = [h["loss"] for h in history]
-    recipe = {stage: {"config": dataclasses.asdict(cfg), **recipe, "steps": step,
+    previous = (source.encoder or {}).get("recipe", {})  # earlier stages' recipes carry over
+    recipe = {**previous, stage: {"config": dataclasses.asdict(cfg), **recipe, "steps": step,
                       "loss_first_10": losses[:10], "loss_last_10": losses[-10:]}}
     return common.write_encoder_dir(
         run_dir / "encoder", base_model=source.root, previous_adapters=list(source.adapters),

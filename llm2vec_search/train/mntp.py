@@ -267,7 +267,8 @@ def train_mntp(cfg: MNTPConfig, *, resume: bool | str = False, quiet: bool = Fal
                                        {"fingerprint": run_fp, "history": history})
                 common.prune_checkpoints(run_dir, cfg.keep_checkpoints)
 
-    recipe = {"mntp": {"config": dataclasses.asdict(cfg), "data": data_fp, "steps": step,
+    previous = (source.encoder or {}).get("recipe", {})
+    recipe = {**previous, "mntp": {"config": dataclasses.asdict(cfg), "data": data_fp, "steps": step,
                        "final": history[-1] if history else None,
                        "eval_loss": [h["eval_loss"] for h in history if "eval_loss" in h]}}
     return common.write_encoder_dir(
