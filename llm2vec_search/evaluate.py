@@ -1,8 +1,14 @@
 """Offline retrieval evaluation on BEIR-format datasets, through the same index and search code
-that serves queries, scored with pytrec_eval (trec_eval semantics).
+that serves queries, scored with pytrec_eval (see :mod:`llm2vec_search.metrics`).
 
 Only queries present in the split's qrels are run; a query that retrieves nothing scores 0
 (it is not dropped from the average).
+
+Library use, e.g. for a training ablation::
+
+    from llm2vec_search.evaluate import evaluate_beir
+    result = evaluate_beir("../shared/data/scifact", "test", model="runs/my-encoder")
+    result["metrics"]["ndcg@10"]
 """
 
 from __future__ import annotations
@@ -12,87 +18,88 @@ import hashlib
 import json
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
 from .instructions import instruction_for
 from .manifest import library_versions, write_json_atomic, write_text_atomic
+from .metrics import METRICS, run_from_rankings, score_run
 from .models import DEFAULT_ENCODER
 
-# pytrec_eval measure -> our key
-MEASURES = {
-    "ndcg_cut_1": "ndcg@1", "ndcg_cut_3": "ndcg@3", "ndcg_cut_5": "ndcg@5", "ndcg_cut_10": "ndcg@10",
-    "ndcg_cut_100": "ndcg@100", "recall_10": "recall@10", "recall_100": "recall@100",
-    "recall_1000": "recall@1000", "map_cut_100": "map@100",
-}
+__all__ = ["BeirSplit", "METRICS", "evaluate_beir", "load_beir", "score_run"]
+MODES = ("dense", "bm25", "hybrid")
+RUN_FILE, PER_QUERY_FILE, METRICS_FILE = "run.trec", "per_query.json", "metrics.json"
+
+
+@dataclass(frozen=True)
+class BeirSplit:
+    """The judged queries of one split and their qrels, with what was skipped on loading."""
+
+    queries: dict[str, str]  # qid -> text, only queries with at least one usable qrels row
+    qrels: dict[str, dict[str, int]]  # qid -> {doc id: grade}
+    skipped: dict[str, int]  # unknown_queries, unknown_documents (qrels rows), empty_queries
 
 
 def load_beir(folder: str | Path, split: str) -> tuple[dict[str, str], dict[str, dict[str, int]], dict[str, int]]:
-    """Queries of the split and its qrels; unknown query/document ids are counted, not fatal."""
-    folder = Path(folder)
-    if not (folder / "corpus.jsonl").is_file() or not (folder / "queries.jsonl").is_file():
-        raise UsageError(f"{folder} is not a BEIR dataset (needs corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    """``(queries, qrels, skipped)`` of a split. Unknown query/document ids and empty queries are
+    counted in ``skipped``, not fatal; a split with nothing left to evaluate is an error."""
+    s = _load(Path(folder), split)
+    return s.queries, s.qrels, s.skipped
+
+
+def _load(folder: Path, split: str) -> BeirSplit:
+    missing = [f for f in ("corpus.jsonl", "queries.jsonl") if not (folder / f).is_file()]
+    if missing:
+        raise UsageError(f"{folder} is not a BEIR dataset: no {' or '.join(missing)} "
+                         "(needs corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
         raise UsageError(f"{folder} has no {split!r} split (available: {', '.join(splits) or 'none'})")
-    queries = {}
-    with open(folder / "queries.jsonl", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    q = json.loads(line)
-                    queries[str(q["_id"])] = q["text"]
-                except (ValueError, KeyError, TypeError):
-                    raise UsageError(f"{folder}/queries.jsonl:{n}: expected an object with _id and text") from None
-    doc_ids = set()
-    with open(folder / "corpus.jsonl", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                doc_ids.add(str(json.loads(line)["_id"]))
+    queries = {str(r["_id"]): r.get("text") or "" for r in _jsonl(folder / "queries.jsonl")}
+    doc_ids = {str(r["_id"]) for r in _jsonl(folder / "corpus.jsonl")}
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    report = {"unknown_queries": 0, "unknown_documents": 0, "empty_queries": 0}
-    with open(qrels_path, encoding="utf-8") as f:
+    skipped = {"unknown_queries": 0, "unknown_documents": 0, "empty_queries": 0}
+    with open(qrels_path, encoding="utf-8", newline="") as f:
         for n, row in enumerate(csv.reader(f, delimiter="\t"), 1):
-            if n == 1 and row and row[0] == "query-id":
+            if n == 1 and row and row[0] == "query-id" or not row:
                 continue
-            if len(row) < 3:
-                raise UsageError(f"{qrels_path}:{n}: expected query-id, corpus-id, score")
-            qid, did, score = row[0], row[1], row[2]
+            try:
+                qid, did, grade = row[0].strip(), row[1].strip(), int(float(row[2]))
+            except (IndexError, ValueError):
+                raise UsageError(f"{qrels_path}:{n}: expected query-id, corpus-id, integer score") from None
             if qid not in queries:
-                report["unknown_queries"] += 1
-                continue
-            if did not in doc_ids:
-                report["unknown_documents"] += 1
-                continue
-            qrels[qid][did] = int(score)
+                skipped["unknown_queries"] += 1
+            elif did not in doc_ids:
+                skipped["unknown_documents"] += 1
+            else:
+                qrels[qid][did] = grade
     for qid in list(qrels):
-        if not queries[qid].strip():
-            report["empty_queries"] += 1
+        if not str(queries[qid]).strip():
+            skipped["empty_queries"] += 1
             del qrels[qid]
     if not qrels:
-        raise UsageError(f"{qrels_path}: no judged queries left to evaluate")
-    return {q: queries[q] for q in qrels}, dict(qrels), report
+        raise UsageError(f"{qrels_path}: no judged queries left to evaluate ({_describe(skipped)})")
+    return BeirSplit({q: str(queries[q]) for q in qrels}, dict(qrels), skipped)
 
 
-def score_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> tuple[dict, dict]:
-    """Aggregate and per-query metrics. Every judged query counts; one with no results scores 0."""
-    import pytrec_eval
+def _jsonl(path: Path):
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                record["_id"]
+            except (ValueError, KeyError, TypeError):
+                raise UsageError(f"{path}:{n}: expected a JSON object with an _id") from None
+            yield record
 
-    measures = {"ndcg_cut.1,3,5,10,100", "recall.10,100,1000", "map_cut.100"}
-    per_query: dict[str, dict[str, float]] = {q: dict.fromkeys([*MEASURES.values(), "mrr@10"], 0.0) for q in qrels}
-    full = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate({q: run.get(q, {}) for q in qrels})
-    top10 = {q: dict(sorted(run.get(q, {}).items(), key=lambda x: -x[1])[:10]) for q in qrels}
-    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
-    for q, values in full.items():
-        for m, key in MEASURES.items():
-            per_query[q][key] = values.get(m, 0.0)
-    for q, values in rr.items():
-        per_query[q]["mrr@10"] = values["recip_rank"]
-    keys = [*MEASURES.values(), "mrr@10"]
-    aggregate = {k: sum(v[k] for v in per_query.values()) / len(per_query) for k in keys}
-    return aggregate, per_query
+
+def _describe(skipped: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v) or "nothing skipped"
 
 
 def evaluate_beir(
@@ -106,77 +113,98 @@ def evaluate_beir(
     ignore_identical_ids: bool = False,
     index_dir: str | Path | None = None,
     out: str | Path | None = None,
+    encoder=None,
     encoder_overrides: dict[str, Any] | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Index (cached), search and score one split. Returns the metrics.json content."""
+    """Index ``dataset`` (cached per corpus and encoder), search the split's judged queries, score them.
+
+    ``model`` is any spec :func:`~llm2vec_search.encoder.load_encoder` takes (alias, encoder
+    directory, ...); pass ``encoder`` to reuse a loaded one. ``instruction`` overrides the task
+    instruction of :mod:`~llm2vec_search.instructions` (``""``: none). Returns the content of
+    ``metrics.json``; ``result["metrics"]`` maps :data:`METRICS` keys to values, and
+    ``result["per_query"]`` holds each query's values (written to ``per_query.json``, not to
+    ``metrics.json``). With ``out``, writes ``run.trec``, ``per_query.json`` and ``metrics.json``.
+    """
     from .index import build_index
     from .search import SearchIndex
 
+    if mode not in MODES:
+        raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    if k <= 0:
+        raise UsageError(f"k must be positive, got {k}")
     dataset = Path(dataset)
     t0 = time.perf_counter()
-    queries, qrels, report = load_beir(dataset, split)
-    instruction = instruction if instruction is not None else instruction_for(dataset.name)
-    encoder = None
+    data = _load(dataset, split)
+    if mode == "bm25":
+        instruction, source = None, None  # BM25 ignores instructions: record none
+    elif instruction is not None:
+        source = "override"
+    else:
+        instruction = instruction_for(dataset.name)
+        source = "table" if instruction is not None else None
     if mode != "bm25":
-        from .encoder import load_encoder
+        if encoder is None:
+            from .encoder import load_encoder
 
-        encoder = load_encoder(model, **(encoder_overrides or {}))
+            encoder = load_encoder(model, **(encoder_overrides or {}))
         name = f"eval-{dataset.name}-{encoder.fingerprint[:10]}"
     else:
-        name = f"eval-{dataset.name}-bm25"
+        encoder, name = None, f"eval-{dataset.name}-bm25"
     folder = build_index(dataset, name, index_dir, model, encoder=encoder, show_progress=show_progress,
-                         bm25=True, dense=mode != "bm25")
+                         bm25=True, dense=mode != "bm25")  # BM25 is cheap; hybrid reuses the index
     t_index = time.perf_counter() - t0
     idx = SearchIndex.open(name, index_dir)
-    qids = list(queries)
+    qids = list(data.queries)
     t1 = time.perf_counter()
-    depth = k + 1 if ignore_identical_ids else k
-    hits = idx.search([queries[q] for q in qids], depth, encoder=encoder, instruction=instruction, mode=mode)
+    depth = k + 1 if ignore_identical_ids else k  # one hit may be the query itself
+    hits = idx.search([data.queries[q] for q in qids], depth, encoder=encoder, instruction=instruction, mode=mode)
     t_search = time.perf_counter() - t1
-    run = {}  # qid -> [(doc, score)] in rank order
-    for qid, qhits in zip(qids, hits):
-        run[qid] = [(h.id, h.score) for h in qhits if not (ignore_identical_ids and h.id == qid)][:k]
-    # Score by rank (trec_eval re-sorts by score and breaks ties by doc id, which could reorder
-    # tied BM25 scores): what is measured is exactly the ranking a user of `query` sees.
-    by_rank = {q: {doc: float(len(r) - i) for i, (doc, _) in enumerate(r)} for q, r in run.items()}
-    aggregate, per_query = score_run(by_rank, qrels)
+    run = {  # qid -> [(doc, score)] in rank order
+        qid: [(h.id, h.score) for h in qhits if not (ignore_identical_ids and h.id == qid)][:k]
+        for qid, qhits in zip(qids, hits)
+    }
+    aggregate, per_query = score_run(run_from_rankings({q: [d for d, _ in r] for q, r in run.items()}), data.qrels)
     result = {
         "dataset": {"path": str(dataset.resolve()), "name": dataset.name, "split": split,
-                    "queries": len(qids), "fingerprint": _dataset_fingerprint(dataset, split), **report},
+                    "queries": len(qids), "qrels": sum(len(v) for v in data.qrels.values()),
+                    "fingerprint": _dataset_fingerprint(dataset, split), **data.skipped},
         "mode": mode,
         "instruction": instruction,
+        "instruction_source": source,  # "table", "override", or None (none used)
         "encoder": idx.manifest["encoder"] if mode != "bm25" else None,
         "index": {"name": name, "folder": str(folder), "fingerprint": idx.manifest["fingerprint"],
-                  "faiss": idx.manifest.get("faiss")},
+                  "documents": idx.manifest["corpus"]["documents"], "faiss": idx.manifest.get("faiss"),
+                  "bm25": bool(idx.manifest.get("bm25"))},
         "k": k,
         "ignore_identical_ids": ignore_identical_ids,
         "metrics": aggregate,
         "timings": {"index_seconds": round(t_index, 2), "search_seconds": round(t_search, 2),
                     "total_seconds": round(time.perf_counter() - t0, 2)},
         "library_versions": library_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if out is not None:
         _write_outputs(Path(out), result, run, per_query)
-    return result
+    return {**result, "per_query": per_query}
 
 
 def _write_outputs(out: Path, result: dict, run: dict[str, list[tuple[str, float]]], per_query: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for qid, docs in run.items():
-        for rank, (doc, score) in enumerate(docs, 1):
-            lines.append(f"{qid} Q0 {doc} {rank} {score:.6f} l2v-search")
-    write_text_atomic(out / "run.trec", "\n".join(lines) + "\n")
-    write_json_atomic(out / "per_query.json", per_query)
-    write_json_atomic(out / "metrics.json", result)  # last: its presence marks a complete run
+    (out / METRICS_FILE).unlink(missing_ok=True)  # its presence marks a complete run: gone while rewriting
+    tag = f"l2v-{result['mode']}"
+    lines = [f"{qid} Q0 {doc} {rank} {score:.6f} {tag}" for qid, docs in run.items()
+             for rank, (doc, score) in enumerate(docs, 1)]
+    write_text_atomic(out / RUN_FILE, "\n".join(lines) + "\n")
+    write_json_atomic(out / PER_QUERY_FILE, per_query)
+    write_json_atomic(out / METRICS_FILE, result)  # last
 
 
 def _dataset_fingerprint(folder: Path, split: str) -> str:
+    """Sizes of corpus and queries plus the split's qrels bytes: cheap, and changes with the data.
+    (The index fingerprint in ``index`` covers the corpus content itself.)"""
     h = hashlib.sha256()
     for f in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
-        st = (folder / f).stat()
-        h.update(f"{f}:{st.st_size}".encode())
-    with open(folder / "qrels" / f"{split}.tsv", "rb") as fh:
-        h.update(fh.read())
+        h.update(f"{f}:{(folder / f).stat().st_size}".encode())
+    h.update((folder / "qrels" / f"{split}.tsv").read_bytes())
     return h.hexdigest()[:16]

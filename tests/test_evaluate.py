@@ -1,123 +1,174 @@
-"""Metrics against an independent implementation, BEIR loading, and the eval command end to end."""
+"""BEIR loading, the evaluation end to end (BM25, dense, hybrid), instructions, and run comparison."""
 
 import json
-import math
 import random
 
 import pytest
 from conftest import WORDS
 
 from llm2vec_search.errors import UsageError
-from llm2vec_search.evaluate import evaluate_beir, load_beir, score_run
+from llm2vec_search.evaluate import evaluate_beir, load_beir
+from llm2vec_search.instructions import BEIR_INSTRUCTIONS, instruction_for
+from llm2vec_search.metrics import METRICS, score_run
+
+TINY = {"dtype": "fp32", "max_length": 64}
 
 
-def reference(run: dict, qrels: dict) -> dict[str, dict[str, float]]:
-    """trec_eval semantics written out: linear gains, log2 discounts, recall over judged-relevant."""
-    out = {}
-    for q, judged in qrels.items():
-        ranked = [d for d, _ in sorted(run.get(q, {}).items(), key=lambda x: -x[1])]
-        rel = {d: r for d, r in judged.items() if r > 0}
-        m = {}
-        for k in (1, 3, 5, 10, 100):
-            dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
-            ideal = sorted(rel.values(), reverse=True)[:k]
-            idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
-            m[f"ndcg@{k}"] = dcg / idcg if idcg else 0.0
-        for k in (10, 100, 1000):
-            m[f"recall@{k}"] = len(set(ranked[:k]) & set(rel)) / len(rel) if rel else 0.0
-        first = next((i for i, d in enumerate(ranked[:10]) if d in rel), None)
-        m["mrr@10"] = 0.0 if first is None else 1 / (first + 1)
-        hits, precisions = 0, []
-        for i, d in enumerate(ranked[:100]):
-            if d in rel:
-                hits += 1
-                precisions.append(hits / (i + 1))
-        m["map@100"] = sum(precisions) / len(rel) if rel else 0.0
-        out[q] = m
-    return out
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_metrics_equal_reference_on_random_runs(seed):
-    rng = random.Random(seed)
-    docs = [f"d{i}" for i in range(300)]
-    qrels, run = {}, {}
-    for q in range(20):
-        judged = rng.sample(docs, rng.randint(1, 30))
-        qrels[f"q{q}"] = {d: rng.choice([0, 1, 2, 3]) for d in judged}  # graded, some judged non-relevant
-        if q % 7 == 0:
-            qrels[f"q{q}"] = {d: 0 for d in judged}  # a query with no relevant document
-        if q % 5 != 4:  # some queries retrieve nothing
-            run[f"q{q}"] = {d: rng.random() for d in rng.sample(docs, rng.randint(5, 250))}
-    aggregate, per_query = score_run(run, qrels)
-    expected = reference(run, qrels)
-    for q in qrels:
-        for key, value in expected[q].items():
-            assert per_query[q][key] == pytest.approx(value, abs=1e-6), (q, key)
-    for key in aggregate:
-        assert aggregate[key] == pytest.approx(sum(e[key] for e in expected.values()) / len(qrels), abs=1e-6)
+def write_beir(folder, n_docs=40, n_queries=8, extra_qrels=(), queries_extra=()):
+    rng = random.Random(0)
+    (folder / "qrels").mkdir(parents=True)
+    docs = [{"_id": f"d{i}", "title": "", "text": " ".join(rng.choices(WORDS, k=12))} for i in range(n_docs)]
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
+    queries = [{"_id": f"q{i}", "text": docs[i]["text"][:30]} for i in range(n_queries)] + list(queries_extra)
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries))
+    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(n_queries)] + list(extra_qrels)
+    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return folder
 
 
 @pytest.fixture()
 def beir(tmp_path):
-    rng = random.Random(0)
-    (tmp_path / "qrels").mkdir()
-    docs = [{"_id": f"d{i}", "title": "", "text": " ".join(rng.choices(WORDS, k=12))} for i in range(40)]
-    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
-    queries = [{"_id": f"q{i}", "text": docs[i]["text"][:30]} for i in range(8)] + [{"_id": "q-empty", "text": " "}]
-    (tmp_path / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries))
-    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(8)]
-    lines += ["q-unknown\td1\t1", "q1\td-unknown\t1", "q-empty\td2\t1"]
-    (tmp_path / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
-    return tmp_path
+    return write_beir(tmp_path / "toy", extra_qrels=["q-unknown\td1\t1", "q1\td-unknown\t1", "q-empty\td2\t1"],
+                      queries_extra=[{"_id": "q-empty", "text": " "}])
 
 
 def test_load_beir_counts_unknown_ids_and_empty_queries(beir):
-    queries, qrels, report = load_beir(beir, "test")
-    assert len(queries) == 8 and report == {"unknown_queries": 1, "unknown_documents": 1, "empty_queries": 1}
+    queries, qrels, skipped = load_beir(beir, "test")
+    assert len(queries) == 8 and skipped == {"unknown_queries": 1, "unknown_documents": 1, "empty_queries": 1}
+    assert qrels["q1"] == {"d1": 1}
     with pytest.raises(UsageError, match="no 'dev' split \\(available: test\\)"):
         load_beir(beir, "dev")
-    with pytest.raises(UsageError, match="not a BEIR dataset"):
+    with pytest.raises(UsageError, match="not a BEIR dataset: no corpus.jsonl or queries.jsonl"):
         load_beir(beir / "qrels", "test")
 
 
-def test_eval_bm25_and_dense_write_outputs(beir, tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("damage,message", [
+    (lambda f: (f / "corpus.jsonl").write_text('{"_id": "d0", "text": "x"}\n{broken\n'), "corpus.jsonl:2: expected"),
+    (lambda f: (f / "queries.jsonl").write_text('{"text": "no id"}\n'), "queries.jsonl:1: expected"),
+    (lambda f: (f / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\n"), "test.tsv:2: expected"),
+    (lambda f: (f / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\thigh\n"), "integer score"),
+    (lambda f: (f / "qrels" / "test.tsv").write_text("qx\td1\t1\n"), "no judged queries left .*1 unknown queries"),
+])
+def test_bad_beir_files_are_one_line_errors(beir, damage, message):
+    damage(beir)
+    with pytest.raises(UsageError, match=message):
+        load_beir(beir, "test")
+
+
+def test_instruction_table():
+    assert instruction_for("scifact") == "Given a scientific claim, retrieve documents that support or refute the claim"
+    assert instruction_for("NFCorpus") == BEIR_INSTRUCTIONS["nfcorpus"]
+    assert instruction_for("FiQA2018") == BEIR_INSTRUCTIONS["fiqa"]  # MTEB task names work too
+    assert instruction_for("webis-touche2020") == instruction_for("Touche2020")
+    assert instruction_for("CQADupstackEnglishRetrieval") == BEIR_INSTRUCTIONS["cqadupstack"]
+    assert instruction_for("beir-trec-covid") == BEIR_INSTRUCTIONS["trec-covid"]
+    assert instruction_for("my-own-data") is None
+    assert all(not v.endswith((":", " ")) for v in BEIR_INSTRUCTIONS.values())
+
+
+def test_eval_bm25_writes_outputs_that_rescore_to_the_same_metrics(beir, tmp_path):
     result = evaluate_beir(beir, "test", mode="bm25", index_dir=tmp_path / "idx", out=tmp_path / "out",
                            show_progress=False)
     assert result["metrics"]["ndcg@10"] > 0.5  # queries copy words of their document
-    run = (tmp_path / "out" / "run.trec").read_text().splitlines()
-    assert run[0].split()[:4] == ["q0", "Q0", run[0].split()[2], "1"]
+    assert result["instruction"] is None and result["encoder"] is None  # BM25 uses no instruction
+    assert result["dataset"]["unknown_documents"] == 1 and result["dataset"]["queries"] == 8
+    lines = [line.split() for line in (tmp_path / "out" / "run.trec").read_text().splitlines()]
+    assert lines[0][:2] == ["q0", "Q0"] and lines[0][3] == "1"
+    # run.trec read back (by rank) scores exactly what metrics.json says
+    ranked = {}
+    for qid, _, doc, rank, _, _ in lines:
+        ranked.setdefault(qid, []).append((int(rank), doc))
+    qrels = load_beir(beir, "test")[1]
+    again, _ = score_run({q: {d: -r for r, d in docs} for q, docs in ranked.items()}, qrels)
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert again == pytest.approx(written["metrics"], abs=1e-9) and "per_query" not in written
     per_query = json.loads((tmp_path / "out" / "per_query.json").read_text())
-    assert set(per_query) == {f"q{i}" for i in range(8)}
-    dense = evaluate_beir(beir, "test", model=str(tiny_model_dir), index_dir=tmp_path / "idx",
-                          encoder_overrides={"dtype": "fp32", "max_length": 64}, show_progress=False)
+    assert set(per_query) == {f"q{i}" for i in range(8)} and set(per_query["q0"]) == set(METRICS)
+    assert written["dataset"]["fingerprint"] and written["library_versions"]
+
+
+def test_eval_dense_caches_index_records_instruction_and_hybrid(beir, tmp_path, tiny_model_dir):
+    kw = dict(model=str(tiny_model_dir), index_dir=tmp_path / "idx", encoder_overrides=TINY, show_progress=False)
+    dense = evaluate_beir(beir, "test", **kw)
     assert 0 <= dense["metrics"]["ndcg@10"] <= 1 and dense["encoder"]["pooling"] == "mean"
-    again = evaluate_beir(beir, "test", model=str(tiny_model_dir), index_dir=tmp_path / "idx",
-                          encoder_overrides={"dtype": "fp32", "max_length": 64}, show_progress=False)
-    assert again["metrics"] == dense["metrics"] and again["timings"]["index_seconds"] < 30
+    assert dense["instruction"] is None and dense["instruction_source"] is None  # "toy" is not in the table
+    again = evaluate_beir(beir, "test", instruction="find the passage", **kw)
+    assert again["index"]["folder"] == dense["index"]["folder"]  # same data and encoder: index reused
+    assert again["instruction"] == "find the passage" and again["instruction_source"] == "override"
+    same = evaluate_beir(beir, "test", **kw)
+    assert same["metrics"] == dense["metrics"]
+    hybrid = evaluate_beir(beir, "test", mode="hybrid", **kw)
+    assert hybrid["index"]["folder"] == dense["index"]["folder"] and hybrid["metrics"]["ndcg@10"] > 0.3
 
 
-def test_compare_runs_paired_test_and_plot(tmp_path):
-    from llm2vec_search.compare import compare_runs, plot_runs
+def test_ignore_identical_ids_drops_the_query_itself(tmp_path):
+    folder = write_beir(tmp_path / "argu", n_docs=10, n_queries=0)
+    docs = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
+    # Queries share ids with documents (ArguAna style): each query is its own document's text.
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps({"_id": d["_id"], "text": d["text"]}) for d in docs))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"d{i}\td{(i + 1) % 10}\t1\n" for i in range(10)))
+    kw = dict(mode="bm25", index_dir=tmp_path / "idx", show_progress=False, k=5)
+    plain = evaluate_beir(folder, "test", out=tmp_path / "plain", **kw)
+    dropped = evaluate_beir(folder, "test", ignore_identical_ids=True, out=tmp_path / "dropped", **kw)
+    rows = [line.split() for line in (tmp_path / "dropped" / "run.trec").read_text().splitlines()]
+    assert all(r[0] != r[2] for r in rows) and len([r for r in rows if r[0] == "d0"]) == 5
+    first = [line.split() for line in (tmp_path / "plain" / "run.trec").read_text().splitlines()]
+    assert any(r[0] == r[2] for r in first)
+    assert dropped["metrics"]["mrr@10"] >= plain["metrics"]["mrr@10"]
+
+
+def test_bad_mode_and_k(beir):
+    with pytest.raises(UsageError, match="unknown mode 'sparse'; valid: dense, bm25, hybrid"):
+        evaluate_beir(beir, mode="sparse")
+    with pytest.raises(UsageError, match="k must be positive"):
+        evaluate_beir(beir, mode="bm25", k=0)
+
+
+def fake_run(folder, per_query, name="toy", mode="dense", fingerprint="f1"):
+    folder.mkdir(parents=True)
+    metrics = {k: sum(p[k] for p in per_query.values()) / len(per_query) for k in METRICS}
+    (folder / "per_query.json").write_text(json.dumps(per_query))
+    (folder / "metrics.json").write_text(json.dumps({"mode": mode, "metrics": metrics, "encoder": None, "dataset": {
+        "name": name, "split": "test", "fingerprint": fingerprint}}))
+    return folder
+
+
+def test_compare_runs_paired_tests_and_plot(tmp_path):
+    from llm2vec_search.compare import compare_runs, paired_tests, plot_runs
 
     rng = random.Random(0)
-    keys = ["ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "ndcg@100", "recall@10", "recall@100", "recall@1000",
-            "mrr@10", "map@100"]
-    for name, shift in (("a", 0.0), ("b", 0.2)):
-        folder = tmp_path / name
-        folder.mkdir()
-        per_query = {f"q{i}": {k: min(1.0, rng.random() * 0.5 + shift) for k in keys} for i in range(40)}
-        metrics = {k: sum(p[k] for p in per_query.values()) / 40 for k in keys}
-        (folder / "per_query.json").write_text(json.dumps(per_query))
-        (folder / "metrics.json").write_text(json.dumps({"mode": "dense", "metrics": metrics,
-                                                         "dataset": {"name": "toy", "split": "test"}}))
-    result = compare_runs([tmp_path / "a", tmp_path / "b"])
+    base = {f"q{i}": {k: rng.random() * 0.5 for k in METRICS} for i in range(40)}
+    better = {q: {k: min(1.0, v + 0.2 + rng.random() * 0.05) for k, v in m.items()} for q, m in base.items()}
+    a, b = fake_run(tmp_path / "a", base), fake_run(tmp_path / "b", better)
+    c = fake_run(tmp_path / "c", base)  # identical to the baseline
+    result = compare_runs([a, b, c])
     assert result["same_dataset"] and result["runs"][1]["paired_queries"] == 40
-    assert result["runs"][1]["p_value_ndcg@10"] < 0.01
+    test = result["runs"][1]["tests"]["ndcg@10"]
+    assert test["t_test"] < 1e-6 and test["randomization"] < 1e-3 and test["delta"] > 0.2
+    assert result["runs"][2]["tests"]["ndcg@10"] == {"delta": 0.0, "t_test": None, "randomization": None}
+    # A small random difference is not significant under either test.
+    noise = [rng.gauss(0, 1) for _ in range(40)]
+    p = paired_tests(noise, [x + rng.gauss(0, 0.01) for x in noise])
+    assert p["t_test"] > 0.01 and p["randomization"] > 0.01
     plot_runs(result, tmp_path / "cmp.png")
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
-    (tmp_path / "b" / "per_query.json").write_text("{")
+    other = compare_runs([a, fake_run(tmp_path / "d", better, name="other")])
+    assert not other["same_dataset"] and "tests" not in other["runs"][1]
+
+
+def test_compare_refuses_corrupt_runs(tmp_path):
+    from llm2vec_search.compare import compare_runs
+
+    a = fake_run(tmp_path / "a", {"q1": dict.fromkeys(METRICS, 0.5)})
+    b = fake_run(tmp_path / "b", {"q1": dict.fromkeys(METRICS, 0.5)})
+    (b / "per_query.json").write_text("{")
     with pytest.raises(UsageError, match="corrupt"):
-        compare_runs([tmp_path / "a", tmp_path / "b"])
-    with pytest.raises(UsageError, match="not an evaluation run"):
+        compare_runs([a, b])
+    (b / "per_query.json").write_text(json.dumps({"q1": {"ndcg@10": "high"}}))
+    with pytest.raises(UsageError, match="corrupt \\(1 queries missing"):
+        compare_runs([a, b])
+    with pytest.raises(UsageError, match="not an evaluation run: metrics.json is missing"):
         compare_runs([tmp_path])
+    with pytest.raises(UsageError, match="not a directory"):
+        compare_runs([tmp_path / "nope"])

@@ -10,84 +10,127 @@ from rich.table import Table
 
 from ..errors import UsageError
 from . import app, err, out
-from .options import DEFAULT_MODEL, Json, Model, print_json
+from .options import DEFAULT_MODEL, Causal, Device, Dtype, Json, MaxLength, Model, Pooling, print_json
 
-SHOWN = ("ndcg@1", "ndcg@10", "ndcg@100", "recall@10", "recall@100", "recall@1000", "mrr@10", "map@100")
+SHOWN = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "ndcg@100", "recall@10", "recall@100", "recall@1000", "mrr@10",
+         "map@100")
+COMPACT = ("ndcg@10", "ndcg@100", "recall@100", "recall@1000", "mrr@10", "map@100")
 
 
 class _EvalGroup(typer.core.TyperGroup):
-    """``eval DATASET`` runs an evaluation; ``eval compare DIR...`` compares runs."""
+    """``eval DATASET`` runs an evaluation; ``eval compare DIR...`` compares runs.
+
+    A first argument that is not a sub-command name is a dataset: route it to the hidden ``run``.
+    (A dataset folder literally named ``compare`` can be given as ``./compare``.)
+    """
 
     def resolve_command(self, ctx, args):
-        if args and args[0] not in self.commands:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args.insert(0, "run")
         return super().resolve_command(ctx, args)
 
 
 eval_app = typer.Typer(cls=_EvalGroup, no_args_is_help=True,
-                       help="Evaluate retrieval on a BEIR dataset, or compare evaluation runs.")
+                       help="Evaluate retrieval on a BEIR dataset (eval DATASET), or compare runs (eval compare).")
 app.add_typer(eval_app, name="eval")
 
 
 @eval_app.command("run", hidden=True)
 def eval_cmd(
     dataset: Annotated[str, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")],
-    split: str = "test",
+    split: Annotated[str, typer.Option(help="qrels/<split>.tsv to evaluate.")] = "test",
     model: Model = DEFAULT_MODEL,
-    mode: Annotated[str, typer.Option(help="dense | bm25 | hybrid.")] = "dense",
-    instruction: Annotated[str | None, typer.Option("--instruction", "-i", help="Override the task instruction.")] = (
-        None
-    ),
-    k: Annotated[int, typer.Option(help="Documents retrieved per query.")] = 1000,
-    ignore_identical_ids: Annotated[bool, typer.Option(help="Drop hits whose id equals the query id.")] = False,
+    mode: Annotated[str, typer.Option(help="dense | bm25 | hybrid (reciprocal rank fusion).")] = "dense",
+    instruction: Annotated[str | None, typer.Option(
+        "--instruction", "-i", help="Query instruction (default: the dataset's task instruction; '' for none).")
+    ] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="Documents retrieved per query.")] = 1000,
+    ignore_identical_ids: Annotated[bool, typer.Option(
+        help="Drop hits whose id equals the query id (BEIR's convention for ArguAna-like sets).")] = False,
     index_dir: Annotated[str | None, typer.Option(help="Where the cached evaluation indexes live.")] = None,
-    out_dir: Annotated[str | None, typer.Option("--out", help="Write run.trec, metrics.json, per_query.json.")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="Write run.trec, per_query.json, metrics.json.")] = None,
+    pooling: Pooling = None,
+    causal: Causal = False,
+    max_length: MaxLength = None,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
     json_: Json = False,
 ) -> None:
-    """Index a BEIR dataset (cached), run its queries with the task instruction, and score them.
+    """Index a BEIR dataset (cached), run its judged queries with the task instruction, score them.
 
-    Example: l2v-search eval ../shared/data/scifact --split test --out runs/eval-scifact
+    Examples:
+      l2v-search eval ../shared/data/scifact --out runs/scifact-dense
+      l2v-search eval ../shared/data/nfcorpus --mode bm25 --json
     """
-    from ..evaluate import evaluate_beir
+    from ..evaluate import MODES, evaluate_beir
 
     if k <= 0:
         raise UsageError(f"--k must be positive, got {k}")
+    if mode not in MODES:
+        raise UsageError(f"unknown --mode {mode!r}; valid: {', '.join(MODES)}")
+    overrides = {"dtype": dtype, "device": device} | ({"causal": True} if causal else {})
+    overrides |= {k_: v for k_, v in (("pooling", pooling), ("max_length", max_length)) if v is not None}
     result = evaluate_beir(dataset, split, model=model, mode=mode, instruction=instruction, k=k,
-                           ignore_identical_ids=ignore_identical_ids, index_dir=index_dir, out=out_dir)
+                           ignore_identical_ids=ignore_identical_ids, index_dir=index_dir, out=out_dir,
+                           encoder_overrides=overrides)
+    result.pop("per_query")
+    d = result["dataset"]
+    skipped = {key: d[key] for key in ("unknown_queries", "unknown_documents", "empty_queries") if d[key]}
+    if skipped:
+        err.print("qrels skipped: " + ", ".join(f"{v} {key.replace('_', ' ')}" for key, v in skipped.items()),
+                  highlight=False)
     if json_:
         print_json(result)
         return
-    d = result["dataset"]
-    table = Table("metric", "value", title=f"{d['name']} / {d['split']} ({d['queries']} queries, {result['mode']})")
+    who = "BM25" if mode == "bm25" else (result["encoder"]["model"].get("spec") or model)
+    out.print(f"[bold]{d['name']}[/bold] / {d['split']}: {d['queries']} queries, {mode} ({who})", highlight=False)
+    table = Table("metric", "value")
     for key in SHOWN:
         table.add_row(key, f"{result['metrics'][key]:.4f}")
     out.print(table)
-    skipped = {k: v for k, v in d.items() if k.startswith(("unknown", "empty")) and v}
-    if skipped:
-        err.print(f"qrels rows skipped: {skipped}")
-    err.print(f"instruction: {result['instruction']!r}; {result['timings']['total_seconds']:.0f}s", highlight=False)
+    t = result["timings"]
+    instr = "none" if result["instruction"] is None else repr(result["instruction"])
+    err.print(f"instruction: {instr}; index {t['index_seconds']:.1f}s, "
+              f"search {t['search_seconds']:.1f}s" + (f"; written to {out_dir}" if out_dir else ""), highlight=False)
 
 
 @eval_app.command("compare")
 def compare_cmd(
-    runs: Annotated[list[str], typer.Argument(help="Evaluation output folders (from eval --out).")],
-    plot: Annotated[str | None, typer.Option(help="Write a PNG comparing the runs.")] = None,
+    runs: Annotated[list[str], typer.Argument(help="Evaluation output folders (from eval --out); the first is "
+                                                   "the baseline.")],
+    plot: Annotated[str | None, typer.Option(help="Write a PNG: bars per metric and recall@k curves.")] = None,
+    metric: Annotated[str, typer.Option(help="Metric whose paired tests the table shows.")] = "ndcg@10",
     json_: Json = False,
 ) -> None:
-    """Metrics of several runs side by side, with a paired test against the first run.
+    """Metrics of several runs side by side, with paired tests (t-test, randomization) against the first.
 
-    Example: l2v-search eval compare runs/eval-bm25 runs/eval-dense --plot compare.png
+    Example: l2v-search eval compare runs/scifact-bm25 runs/scifact-dense --plot compare.png
     """
     from ..compare import compare_runs, plot_runs
+    from ..metrics import METRICS
 
-    result = compare_runs([Path(r) for r in runs])
+    if metric not in METRICS:
+        raise UsageError(f"unknown --metric {metric!r}; valid: {', '.join(METRICS)}")
+    result = compare_runs(runs)
     if plot:
+        if not plot.lower().endswith(".png"):
+            raise UsageError(f"--plot must name a .png file, got {plot!r}")
         plot_runs(result, Path(plot))
+    if not result["same_dataset"]:
+        err.print("warning: the runs are on different datasets, splits or qrels: no significance tests",
+                  highlight=False)
     if json_:
         print_json(result)
         return
-    table = Table("run", *SHOWN, "p (nDCG@10 vs first)", title="comparison")
+    table = Table("run", *COMPACT, f"Δ {metric}", "p (t-test)", "p (random.)",
+                  title=f"{result['runs'][0]['dataset']} / {result['runs'][0]['split']}; tests vs the first run")
     for r in result["runs"]:
-        p = r.get("p_value_ndcg@10")
-        table.add_row(r["label"], *(f"{r['metrics'][k]:.4f}" for k in SHOWN), "-" if p is None else f"{p:.3g}")
+        test = r.get("tests", {}).get(metric)
+        cells = ["-", "-", "-"]
+        if test is not None:
+            ps = (test["t_test"], test["randomization"])
+            cells = [f"{test['delta']:+.4f}", *("n/a" if p is None else f"{p:.3g}" for p in ps)]
+        table.add_row(r["label"], *(f"{r['metrics'][key]:.4f}" for key in COMPACT), *cells)
     out.print(table)
+    if plot:
+        err.print(f"plot written to {plot}", highlight=False)
