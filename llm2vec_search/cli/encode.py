@@ -65,11 +65,20 @@ def encode_cmd(
     from ..encoder import load_encoder
 
     texts = list(texts or [])
+    source = "text argument"
     if texts == ["-"]:
         try:
             texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
         except UnicodeDecodeError:
             raise UsageError("stdin is not valid UTF-8 text") from None
+        source = "stdin"
+    for t in texts:
+        # Under a C/POSIX locale Python decodes bad bytes (stdin, argv) to lone surrogates
+        # instead of raising; the tokenizer would then fail with a TypeError.
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{source} is not valid UTF-8 text") from None
     if not texts:
         raise UsageError("no texts to encode (pass them as arguments, or '-' to read stdin)")
     enc = load_encoder(model, pooling=pooling, causal=causal or None, max_length=max_length, dtype=dtype,
