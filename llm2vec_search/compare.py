@@ -9,6 +9,7 @@ Smucker et al., 2007 recommend for IR). Runs on different data are shown but not
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,9 @@ def paired_tests(a: list[float], b: list[float], seed: int = 0) -> dict[str, flo
     diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
     if not diff.size or np.allclose(diff, 0):
         return {"t_test": None, "randomization": None}
-    t = stats.ttest_rel(b, a)
+    with warnings.catch_warnings():  # near-identical runs: scipy warns of precision loss, p is still valid
+        warnings.simplefilter("ignore", RuntimeWarning)
+        t = stats.ttest_rel(b, a)
     perm = stats.permutation_test((diff,), np.mean, permutation_type="samples", n_resamples=RESAMPLES,
                                   alternative="two-sided", rng=np.random.default_rng(seed))
     return {"t_test": None if np.isnan(t.pvalue) else float(t.pvalue), "randomization": float(perm.pvalue)}

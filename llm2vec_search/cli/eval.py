@@ -99,22 +99,23 @@ def compare_cmd(
     runs: Annotated[list[str], typer.Argument(help="Evaluation output folders (from eval --out); the first is "
                                                    "the baseline.")],
     plot: Annotated[str | None, typer.Option(help="Write a PNG: bars per metric and recall@k curves.")] = None,
-    metric: Annotated[str, typer.Option(help="Metric whose paired tests the table shows.")] = "ndcg@10",
+    test: Annotated[str, typer.Option(help="Paired test shown in the table: randomization | t-test.")] = (
+        "randomization"),
     json_: Json = False,
 ) -> None:
-    """Metrics of several runs side by side, with paired tests (t-test, randomization) against the first.
+    """Metrics of several runs side by side, with paired tests (randomization, t-test) against the first.
 
     Example: l2v-search eval compare runs/scifact-bm25 runs/scifact-dense --plot compare.png
     """
     from ..compare import compare_runs, plot_runs
-    from ..metrics import METRICS
 
-    if metric not in METRICS:
-        raise UsageError(f"unknown --metric {metric!r}; valid: {', '.join(METRICS)}")
+    tests = {"randomization": "randomization", "t-test": "t_test"}
+    if test not in tests:
+        raise UsageError(f"unknown --test {test!r}; valid: {', '.join(tests)}")
+    if plot and not plot.lower().endswith(".png"):
+        raise UsageError(f"--plot must name a .png file, got {plot!r}")
     result = compare_runs(runs)
     if plot:
-        if not plot.lower().endswith(".png"):
-            raise UsageError(f"--plot must name a .png file, got {plot!r}")
         plot_runs(result, Path(plot))
     if not result["same_dataset"]:
         err.print("warning: the runs are on different datasets, splits or qrels: no significance tests",
@@ -122,15 +123,20 @@ def compare_cmd(
     if json_:
         print_json(result)
         return
-    table = Table("run", *COMPACT, f"Δ {metric}", "p (t-test)", "p (random.)",
-                  title=f"{result['runs'][0]['dataset']} / {result['runs'][0]['split']}; tests vs the first run")
-    for r in result["runs"]:
-        test = r.get("tests", {}).get(metric)
-        cells = ["-", "-", "-"]
-        if test is not None:
-            ps = (test["t_test"], test["randomization"])
-            cells = [f"{test['delta']:+.4f}", *("n/a" if p is None else f"{p:.3g}" for p in ps)]
-        table.add_row(r["label"], *(f"{r['metrics'][key]:.4f}" for key in COMPACT), *cells)
+    first = result["runs"][0]
+    tested = any("tests" in r for r in result["runs"])
+    title = f"{first['dataset']} / {first['split']}" if result["same_dataset"] else "runs on different data"
+    caption = f"(difference to the first run, p of the paired {test} test; * p < 0.05)" if tested else None
+    table = Table("metric", *(r["label"] for r in result["runs"]), title=title, caption=caption)
+    for key in SHOWN:
+        cells = []
+        for r in result["runs"]:
+            cell = f"{r['metrics'][key]:.4f}"
+            if (t := r.get("tests", {}).get(key)) is not None:
+                p = t[tests[test]]
+                cell += f" ({t['delta']:+.4f}, p={'n/a' if p is None else f'{p:.2g}'}{'*' if p and p < 0.05 else ''})"
+            cells.append(cell)
+        table.add_row(key, *cells)
     out.print(table)
     if plot:
         err.print(f"plot written to {plot}", highlight=False)
