@@ -19,7 +19,13 @@ FAMILIES = {
     "gemma2": {"sliding_window": 4},
     "gemma3_text": {"sliding_window": 4},
 }
-IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention")
+IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention", "flash_attention_2")
+
+
+def _flash_available() -> bool:
+    from transformers.utils import is_flash_attn_2_available
+
+    return torch.cuda.is_available() and is_flash_attn_2_available()
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +34,12 @@ def family_dirs(tmp_path_factory):
 
 
 def _load(path, impl, causal=False):
+    if impl == "flash_attention_2" and not _flash_available():
+        pytest.skip("flash attention needs CUDA and the flash-attn package")
+    device = "cuda" if impl == "flash_attention_2" else "cpu"
+    dtype = "bf16" if impl == "flash_attention_2" else "fp32"
     try:
-        return load_encoder(str(path), dtype="fp32", device="cpu", attn_implementation=impl, causal=causal)
+        return load_encoder(str(path), dtype=dtype, device=device, attn_implementation=impl, causal=causal)
     except ModelError as e:
         if "does not support" in str(e) or "not available" in str(e):
             pytest.skip(f"transformers offers no {impl} for this family: {e}")
@@ -37,7 +47,7 @@ def _load(path, impl, causal=False):
 
 
 def _hidden(enc, ids, mask):
-    return enc.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    return enc.model(input_ids=ids.to(enc.device), attention_mask=mask.to(enc.device)).last_hidden_state.float().cpu()
 
 
 def test_every_supported_family_is_covered():
@@ -98,3 +108,17 @@ def test_unsupported_architecture_is_refused_but_loads_causal(tmp_path):
     enc = load_encoder(str(path), dtype="fp32", device="cpu", causal=True)
     assert not is_bidirectional(enc.model)
     assert enc.encode(["the cat"]).shape == (1, 64)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_padding_content_is_ignored(family_dirs, family):
+    """Whatever ids sit under the padding, the real tokens' states do not change (padding stays masked
+    in both directions, which a bidirectional mask could get wrong)."""
+    enc = _load(family_dirs[family], "sdpa" if family != "gemma2" else "eager")
+    ids = torch.tensor([[10, 11, 12, 13, 14, 15, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0, 0]])
+    other = ids.clone()
+    other[0, 6:] = torch.tensor([40, 41, 42])
+    with torch.no_grad():
+        a, b = _hidden(enc, ids, mask)[0, :6], _hidden(enc, other, mask)[0, :6]
+    assert (a - b).abs().max() < 1e-5
