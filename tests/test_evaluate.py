@@ -172,3 +172,45 @@ def test_compare_refuses_corrupt_runs(tmp_path):
         compare_runs([tmp_path])
     with pytest.raises(UsageError, match="not a directory"):
         compare_runs([tmp_path / "nope"])
+
+
+def test_mteb_adapter_scores_equal_our_eval(tmp_path, tiny_encoder):
+    """mteb (optional extra) evaluating our encoder gives our own eval's numbers on the same data."""
+    pytest.importorskip("mteb", reason="the mteb extra is not installed")
+    import mteb
+    from datasets import Dataset
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+    from mteb.abstasks.task_metadata import TaskMetadata
+    from mteb.types import PromptType
+
+    from llm2vec_search.mteb_adapter import MtebEncoder
+
+    folder = write_beir(tmp_path / "toy")
+    queries, qrels, _ = load_beir(folder, "test")
+    docs = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
+
+    class ToyRetrieval(AbsTaskRetrieval):
+        metadata = TaskMetadata(
+            type="Retrieval", name="ToyRetrieval", main_score="ndcg_at_10", description="toy", reference=None,
+            dataset={"path": "NA", "revision": "NA"}, category="t2t", eval_splits=["test"], eval_langs=["eng-Latn"],
+            date=None, dialect=[], domains=[], task_subtypes=[], license="cc-by-4.0", annotations_creators="derived",
+            modalities=["text"], sample_creation="found", bibtex_citation="")
+
+        def load_data(self, **kwargs):
+            corpus = [{"id": d["_id"], "text": d["text"], "title": d["title"]} for d in docs]
+            split = RetrievalSplitData(queries=Dataset.from_list([{"id": q, "text": t} for q, t in queries.items()]),
+                                       corpus=Dataset.from_list(corpus), relevant_docs=qrels, top_ranked=None)
+            self.dataset, self.data_loaded = {"default": {"test": split}}, True
+
+    model = MtebEncoder(tiny_encoder)
+    scores = mteb.evaluate(model, [ToyRetrieval()], cache=None).task_results[0].scores["test"][0]
+    used = model.instructions_used
+    assert used["ToyRetrieval/document"] is None and used["ToyRetrieval/query"]  # mteb's prompt: not in our table
+    ours = evaluate_beir(folder, "test", encoder=tiny_encoder, instruction=used["ToyRetrieval/query"],
+                         index_dir=tmp_path / "idx", show_progress=False)["metrics"]
+    for theirs, key in (("ndcg_at_10", "ndcg@10"), ("recall_at_100", "recall@100"), ("mrr_at_10", "mrr@10")):
+        assert scores[theirs] == pytest.approx(ours[key], abs=1e-5), key  # mteb rounds to 5 decimals
+    scifact = ToyRetrieval.metadata.model_copy(update={"name": "SciFact"})
+    assert model.instruction(scifact, PromptType.query) == instruction_for("scifact")
+    assert model.instruction(scifact, PromptType.document) is None
