@@ -94,6 +94,7 @@ def test_eval_dense_caches_index_records_instruction_and_hybrid(beir, tmp_path, 
     assert dense["instruction"] is None and dense["instruction_source"] is None  # "toy" is not in the table
     again = evaluate_beir(beir, "test", instruction="find the passage", **kw)
     assert again["index"]["folder"] == dense["index"]["folder"]  # same data and encoder: index reused
+    assert not dense["index"]["reused"] and again["index"]["reused"]
     assert again["instruction"] == "find the passage" and again["instruction_source"] == "override"
     same = evaluate_beir(beir, "test", **kw)
     assert same["metrics"] == dense["metrics"]
