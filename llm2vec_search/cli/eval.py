@@ -31,7 +31,8 @@ class _EvalGroup(typer.core.TyperGroup):
 
 
 eval_app = typer.Typer(cls=_EvalGroup, no_args_is_help=True,
-                       help="Evaluate retrieval on a BEIR dataset (eval DATASET), or compare runs (eval compare).")
+                       help="Evaluate retrieval on a BEIR dataset: eval DATASET [OPTIONS] (options: eval run --help); "
+                            "or compare runs: eval compare DIR...")
 app.add_typer(eval_app, name="eval")
 
 
