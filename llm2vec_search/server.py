@@ -48,10 +48,13 @@ class MicroBatcher:
         self.task: asyncio.Task | None = None
 
     async def submit(self, items: list) -> np.ndarray:
-        if self.queue is None:
+        loop = asyncio.get_running_loop()
+        # The queue and its worker task belong to one event loop: start them on first use, and
+        # again when the loop changed (a server restarted in-process) or the worker stopped.
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
             self.queue = asyncio.Queue()
-            self.task = asyncio.get_running_loop().create_task(self._run())
-        future = asyncio.get_running_loop().create_future()
+            self.task = loop.create_task(self._run())
+        future = loop.create_future()
         await self.queue.put((items, future))
         return await future
 
@@ -88,6 +91,7 @@ class MicroBatcher:
     async def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
+        self.queue = self.task = None
 
 
 class SearchService:

@@ -97,3 +97,16 @@ def test_micro_batcher_groups_concurrent_calls():
     out = asyncio.run(main())
     assert [o.tolist() for o in out] == [[i * 2] for i in range(10)]
     assert max(calls) > 1 and sum(calls) == 10
+
+
+def test_micro_batcher_survives_a_new_event_loop():
+    """A server restarted in-process (or TestClient then asyncio.run) gets a new loop: no hang."""
+    b = MicroBatcher(lambda items: np.array(items) + 1, max_batch=4, window_ms=1)
+
+    async def once(x):
+        return await asyncio.wait_for(b.submit([x]), timeout=5)
+
+    assert asyncio.run(once(1)).tolist() == [2]
+    assert asyncio.run(once(2)).tolist() == [3]  # the first loop is closed by now
+    asyncio.run(b.close())
+    assert asyncio.run(once(3)).tolist() == [4]
