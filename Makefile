@@ -7,7 +7,7 @@ L2V := $(VENV)/bin/l2v-search
 TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.4,torch==2.13.0)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test test-slow lint bench clean-index
+.PHONY: install demo test test-slow lint bench clean-index browser
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,7 +23,14 @@ demo: install
 	$(L2V) index --sample --name demo
 	$(L2V) query "How do vaccines train the immune system?" --index demo -k 5
 
-test: install
+# The search page's end-to-end test drives Debian's chromium (Playwright's own browser download
+# cannot run offline). Installed here when missing and apt-get can (root); skipped otherwise.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: the browser test will be skipped (apt-get install chromium)"; }
+
+test: install browser
 	$(PY) -m pytest -q
 
 test-slow: install

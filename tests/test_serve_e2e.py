@@ -1,0 +1,132 @@
+"""``l2v-search serve`` for real: a uvicorn server on loopback, driven over HTTP and in headless
+Chromium (Debian's ``chromium``, driven by Playwright; ``make test`` installs both), and the
+command's start-up errors."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llm2vec_search.cli import main
+from llm2vec_search.index import build_index
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DOCS = [("cats", "the cat sleeps in the house"), ("dogs", "a dog runs to the river"),
+        ("vaccines", "a vaccine trains the immune system against a virus"), ("rivers", "water in the river"),
+        ("proteins", "a protein in the cell"), ("climate", "climate and energy research")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def index_home(tmp_path_factory, tiny_encoder):
+    home = tmp_path_factory.mktemp("served")
+    corpus = home / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "title": t, "text": x}) for i, (t, x) in enumerate(DOCS)))
+    build_index(corpus, "docs", home, encoder=tiny_encoder, show_progress=False)
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(index_home):
+    """``l2v-search serve`` in its own process, as a user starts it; stopped with SIGTERM."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "from llm2vec_search.cli import main; main()", "serve",
+                             "--index-dir", str(index_home), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"server did not start: {proc.stdout.read()}")
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert "Traceback" not in proc.stdout.read()
+
+
+def test_http_contract_on_a_real_server(server):
+    r = httpx.post(f"{server}/search", json={"query": "vaccine immune virus", "k": 3, "mode": "hybrid"})
+    assert r.status_code == 200
+    body = r.json()
+    assert [h["id"] for h in body["results"]][0] == "d2" and len(body["results"]) == 3
+    assert httpx.post(f"{server}/search", json={"query": "x", "index": "nope"}).status_code == 404
+    assert httpx.get(f"{server}/indexes").json()["indexes"][0]["documents"] == len(DOCS)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`make test` installs it)")
+def test_search_page_in_headless_chromium(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
+    with sync_api.sync_playwright() as p:
+        # The machine's closed network: no background connections, no first-run or sync services.
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page()
+            requests_out = []
+            page.on("request", lambda req: requests_out.append(req.url))
+            page.goto(server)
+            sync_api.expect(page.locator("#status")).to_have_text("1 index(es) served")
+            assert page.locator("#index option").all_inner_texts() == [f"docs ({len(DOCS)} docs)"]
+            page.fill("#query", "vaccine immune virus")
+            page.select_option("#mode", "bm25")
+            page.click("#go")
+            results = page.locator("li.result")
+            sync_api.expect(results.first).to_be_visible()
+            assert results.first.locator(".title").inner_text() == "1. vaccines"
+            assert "vaccine trains the immune system" in results.first.locator(".snippet").inner_text()
+            assert " in " in page.locator("#took").inner_text()
+            page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+            # An error from the API is shown on the page, as text.
+            page.fill("#query", "   ")
+            page.click("#go")
+            sync_api.expect(page.locator("#took .error")).to_contain_text("non-empty")
+            assert all(u.startswith(server) for u in requests_out), "the page loads nothing from outside"
+        finally:
+            browser.close()
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr("sys.argv", ["l2v-search", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_serve_refuses_missing_and_mismatched_indexes(monkeypatch, capsys, index_home, tmp_path):
+    code, err = run_cli(monkeypatch, capsys, "serve", "--index-dir", str(tmp_path / "empty"))
+    assert code != 0 and err.startswith("error:") and "no index to serve" in err and "Traceback" not in err
+    code, err = run_cli(monkeypatch, capsys, "serve", "--index-dir", str(index_home), "--index", "nope")
+    assert code != 0 and err.startswith("error:") and "nope" in err and len(err.strip().splitlines()) == 1
+
+    # The same index, its recorded encoder settings changed behind its back: refused, naming what differs.
+    bad = tmp_path / "bad"
+    shutil.copytree(index_home / "docs", bad / "docs")
+    manifest = json.loads((bad / "docs" / "manifest.json").read_text())
+    manifest["encoder"]["fingerprint"] = "0" * 16
+    (bad / "docs" / "manifest.json").write_text(json.dumps(manifest))
+    code, err = run_cli(monkeypatch, capsys, "serve", "--index-dir", str(bad))
+    assert code != 0 and err.startswith("error:") and "different encoder" in err and "Traceback" not in err
+    assert not Path(bad / "docs" / "manifest.json.tmp").exists()
