@@ -34,10 +34,16 @@ def index_home(index_dir: str | Path | None = None) -> Path:
     return Path(index_dir or os.environ.get("L2V_SEARCH_INDEX_DIR") or "indexes")
 
 
-def sample_corpus() -> Path:
+def sample_dataset() -> Path:
+    """The bundled BEIR folder: 400 SciFact abstracts and the 19 test claims judged on them."""
     from importlib import resources
 
-    return Path(str(resources.files("llm2vec_search") / "samples" / "scifact-sample.jsonl"))
+    return Path(str(resources.files("llm2vec_search") / "samples" / "scifact"))
+
+
+def sample_corpus() -> Path:
+    """The bundled corpus that ``l2v-search index --sample`` indexes."""
+    return sample_dataset() / "corpus.jsonl"
 
 
 def default_factory(n: int, dim: int, memory_budget: int | None = None) -> str:
