@@ -91,12 +91,16 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=800)
     p.add_argument("--warmup", type=int, default=32)
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--max-batch", type=int, help="the server's --max-batch (default: its own)")
+    p.add_argument("--batch-window-ms", type=float, help="the server's --batch-window-ms (default: its own)")
     p.add_argument("--json", type=Path, help="also write the results here")
     a = p.parse_args()
     queries = [json.loads(line)["text"] for line in a.queries.read_text().splitlines() if line.strip()]
 
+    batching = [*(["--max-batch", str(a.max_batch)] if a.max_batch else []),
+                *(["--batch-window-ms", str(a.batch_window_ms)] if a.batch_window_ms is not None else [])]
     rows = {}
-    for name, extra in (("micro-batching", []), ("one query per forward", ["--no-micro-batching"])):
+    for name, extra in (("micro-batching", batching), ("one query per forward", ["--no-micro-batching"])):
         port = free_port()
         proc = start(a.index, a.index_dir, port, extra)
         try:
