@@ -134,9 +134,8 @@ def shard_is_done(path: Path, fingerprint: str) -> bool:
     return meta.get(b"l2v_fingerprint", b"").decode() == fingerprint
 
 
-def embed_shard(encoder, docs: pa.Table, cfg: ChunkConfig, path: Path, fingerprint: str,
-                progress=None) -> int:
-    """Embed one shard's documents (all their chunks) and write the shard atomically. Returns chunks."""
+def embed_chunks(encoder, docs: pa.Table, cfg: ChunkConfig, progress=None) -> pa.Table:
+    """The chunk rows (id, chunk, start, end, vector) of documents (id, title, text), in order."""
     ids = docs.column("id").to_pylist()
     titles = docs.column("title").to_pylist()
     texts = docs.column("text").to_pylist()
@@ -146,19 +145,30 @@ def embed_shard(encoder, docs: pa.Table, cfg: ChunkConfig, path: Path, fingerpri
     chunk_texts = [contents[d][s:e] for d, doc_spans in enumerate(spans) for (s, e) in doc_spans]
     vectors = encoder.encode(chunk_texts, encoder.config.document_instruction or None,
                              progress=(lambda n, t: progress(0, t)) if progress else None)
-    table = pa.Table.from_arrays(
+    return pa.Table.from_arrays(
         [pa.array([r[0] for r in rows], pa.string()), pa.array([r[1] for r in rows], pa.int32()),
          pa.array([r[2] for r in rows], pa.int32()), pa.array([r[3] for r in rows], pa.int32()),
          pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])],
-        schema=shard_schema(vectors.shape[1]).with_metadata({"l2v_fingerprint": fingerprint}),
+        schema=shard_schema(vectors.shape[1]),
     )
+
+
+def write_shard(table: pa.Table, path: Path, fingerprint: str) -> None:
+    """Write a shard atomically, stamped with the fingerprint of the run that made it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table.replace_schema_metadata({"l2v_fingerprint": fingerprint}), tmp)
     os.replace(tmp, path)
+
+
+def embed_shard(encoder, docs: pa.Table, cfg: ChunkConfig, path: Path, fingerprint: str,
+                progress=None) -> int:
+    """Embed one shard's documents (all their chunks) and write the shard atomically. Returns chunks."""
+    table = embed_chunks(encoder, docs, cfg, progress)
+    write_shard(table, path, fingerprint)
     if progress:
-        progress(len(ids), 0)
-    return len(rows)
+        progress(docs.num_rows, 0)
+    return table.num_rows
 
 
 def embed_documents(encoder, index_dir: Path, cfg: ChunkConfig, fingerprint: str, *,
@@ -172,7 +182,7 @@ def embed_documents(encoder, index_dir: Path, cfg: ChunkConfig, fingerprint: str
     t0 = time.perf_counter()
     tokens_before = encoder.stats.tokens
     n_docs = sum(min(cfg.docs_per_shard, docs.num_rows - s * cfg.docs_per_shard) for s in pending)
-    with _Progress(n_docs, show_progress) as bar:
+    with EmbedProgress(n_docs, show_progress) as bar:
         for s in pending:
             chunk = docs.slice(s * cfg.docs_per_shard, cfg.docs_per_shard)
             embed_shard(encoder, chunk, cfg, shard_path(index_dir, s), fingerprint, progress=bar.advance)
@@ -190,7 +200,7 @@ def shard_vectors(table: pa.Table) -> np.ndarray:
     return col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1).astype(np.float32, copy=False)
 
 
-class _Progress:
+class EmbedProgress:
     """docs/s, tokens/s and ETA on stderr (rich)."""
 
     def __init__(self, total_docs: int, enabled: bool):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .corpus import Fields, ReadStats, read_corpus
-from .embed import DOCS_FILE, ChunkConfig, embed_documents, iter_shards, read_documents, shard_vectors
+from .embed import DOCS_FILE, SHARD_DIR, ChunkConfig, embed_documents, iter_shards, read_documents, shard_vectors
 from .errors import IndexStateError, UsageError
 from .manifest import fingerprint, library_versions, read_json, write_json_atomic
 from .models import DEFAULT_ENCODER
@@ -127,17 +127,6 @@ def build_index(
     timings.update(embed_documents(encoder, out, chunk, run_fp, part=part, show_progress=show_progress))
     if part != (0, 1):
         return out
-    t1 = time.perf_counter()
-    index, factory = build_faiss(out, index_type, memory_budget)
-    import faiss
-
-    faiss.write_index(index, str(out / (FAISS_FILE + ".tmp")))
-    os.replace(out / (FAISS_FILE + ".tmp"), out / FAISS_FILE)
-    timings["faiss_seconds"] = round(time.perf_counter() - t1, 2)
-    if bm25:
-        t2 = time.perf_counter()
-        _build_bm25(out)
-        timings["bm25_seconds"] = round(time.perf_counter() - t2, 2)
     manifest = {
         "kind": KIND,
         "name": name,
@@ -146,9 +135,33 @@ def build_index(
         "encoder": {"spec": _spec(encoder, model), "fingerprint": encoder.fingerprint,
                     **encoder.identity()},
         "chunking": dataclasses.asdict(chunk),
+        "fingerprint": run_fp,
+    }
+    return finish_index(out, manifest, index_type, memory_budget, bm25, timings, t0)
+
+
+def finish_index(out: Path, manifest: dict[str, Any], index_type: str | None, memory_budget: int | None,
+                 bm25: bool, timings: dict[str, Any], t0: float) -> Path:
+    """After the shards: drop shards past the corpus's end, build FAISS and BM25, write the manifest last."""
+    import faiss
+
+    n_shards = max(1, -(-manifest["corpus"]["documents"] // manifest["chunking"]["docs_per_shard"]))
+    for path in (out / SHARD_DIR).glob("shard-*.parquet"):  # left by an earlier, larger corpus
+        if int(path.stem.split("-")[1]) >= n_shards:
+            path.unlink()
+    t1 = time.perf_counter()
+    index, factory = build_faiss(out, index_type, memory_budget)
+    faiss.write_index(index, str(out / (FAISS_FILE + ".tmp")))
+    os.replace(out / (FAISS_FILE + ".tmp"), out / FAISS_FILE)
+    timings["faiss_seconds"] = round(time.perf_counter() - t1, 2)
+    if bm25:
+        t2 = time.perf_counter()
+        _build_bm25(out)
+        timings["bm25_seconds"] = round(time.perf_counter() - t2, 2)
+    manifest = {
+        **manifest,
         "faiss": {"factory": factory, "vectors": int(index.ntotal), "metric": "inner_product"},
         "bm25": bm25,
-        "fingerprint": run_fp,
         "timings": {**timings, "total_seconds": round(time.perf_counter() - t0, 2)},
         "library_versions": library_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -185,9 +198,17 @@ def _build_sparse_only(out: Path, name: str, corpus: Path, corpus_fp: str, n_doc
 
 
 def _documents(corpus: Path, out: Path, fields: Fields, skip_invalid: bool, stats: ReadStats) -> tuple[int, str]:
+    """Write the documents table; an existing manifest goes first if the corpus changed, so a crash
+    never leaves a manifest beside a documents table it does not describe."""
     from .embed import write_documents
 
-    return write_documents(read_corpus(corpus, fields, skip_invalid=skip_invalid, stats=stats), out / DOCS_FILE)
+    staged = out / ("next-" + DOCS_FILE)
+    n, corpus_fp = write_documents(read_corpus(corpus, fields, skip_invalid=skip_invalid, stats=stats), staged)
+    old = _read_manifest(out)
+    if old is None or old["corpus"]["fingerprint"] != corpus_fp:
+        (out / MANIFEST).unlink(missing_ok=True)
+    os.replace(staged, out / DOCS_FILE)
+    return n, corpus_fp
 
 
 def _build_bm25(out: Path) -> None:

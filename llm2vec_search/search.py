@@ -93,24 +93,11 @@ class SearchIndex:
     def load_encoder(self, **overrides):
         """The encoder recorded in the manifest (loaded once), checked against the index."""
         if self._encoder is None:
-            from .encoder import load_encoder
-
-            recorded = self.manifest["encoder"]
-            settings = {k: recorded[k] for k in ("pooling", "max_length", "causal", "normalize", "query_instruction",
-                                                 "document_instruction") if k in recorded}
-            enc = load_encoder(self.encoder_spec, **{**settings, **overrides})
-            self.check_encoder(enc)
-            self._encoder = enc
+            self._encoder = load_index_encoder(self.manifest, **overrides)
         return self._encoder
 
     def check_encoder(self, encoder) -> None:
-        if encoder.fingerprint != self.encoder_fingerprint:
-            recorded = self.manifest["encoder"]
-            found = encoder.identity()
-            keys = ("pooling", "causal", "max_length", "normalize", "document_instruction", "dim")
-            diffs = [f"{k}: {recorded.get(k)!r} != {found.get(k)!r}" for k in keys if recorded.get(k) != found.get(k)]
-            raise IndexStateError(f"index {self.name!r} was built with a different encoder "
-                                  f"({'; '.join(diffs) or 'different weights or adapters'})")
+        check_encoder(self.manifest, encoder)
 
     def bm25(self):
         if self._bm25 is None:
@@ -217,3 +204,26 @@ def _rrf(*rankings: list[tuple[str, float, int | None]]) -> list[tuple[str, floa
             scores[doc] = scores.get(doc, 0.0) + 1.0 / (RRF_K + rank)
             chunk.setdefault(doc, c)
     return sorted(((d, s, chunk[d]) for d, s in scores.items()), key=lambda x: -x[1])
+
+
+def load_index_encoder(manifest: dict, **overrides):
+    """Load the encoder an index manifest records, with its settings, and check it is the same."""
+    from .encoder import load_encoder
+
+    recorded = manifest["encoder"]
+    settings = {k: recorded[k] for k in ("pooling", "max_length", "causal", "normalize", "query_instruction",
+                                         "document_instruction") if k in recorded}
+    enc = load_encoder(recorded["spec"], **{**settings, **overrides})
+    check_encoder(manifest, enc)
+    return enc
+
+
+def check_encoder(manifest: dict, encoder) -> None:
+    """Refuse an encoder other than the one that built the index, naming the settings that differ."""
+    recorded = manifest["encoder"]
+    if encoder.fingerprint != recorded["fingerprint"]:
+        found = encoder.identity()
+        keys = ("pooling", "causal", "max_length", "normalize", "document_instruction", "dim")
+        diffs = [f"{k}: {recorded.get(k)!r} != {found.get(k)!r}" for k in keys if recorded.get(k) != found.get(k)]
+        raise IndexStateError(f"index {manifest['name']!r} was built with a different encoder "
+                              f"({'; '.join(diffs) or 'different weights or adapters'})")

@@ -73,3 +73,17 @@ def test_encode_json_and_models(monkeypatch, capsys, tiny_model_dir):
     assert code == 0 and result["dim"] == 64 and len(result["embeddings"]) == 2
     code, out, _ = run(monkeypatch, capsys, "models", "--json")
     assert code == 0 and {"smollm2-135m", "gemma3-270m"} <= {a["name"] for a in json.loads(out)["aliases"]}
+
+
+def test_sample_corpus_indexes_and_evaluates(monkeypatch, capsys, tmp_path, tiny_model_dir):
+    """`make demo`'s path: the bundled sample indexes by --sample, and its folder is a BEIR dataset."""
+    from llm2vec_search.index import sample_dataset
+
+    home = str(tmp_path / "idx")
+    code, _, err = run(monkeypatch, capsys, "index", "--sample", "--name", "demo", "--model", str(tiny_model_dir),
+                       "--index-dir", home)
+    assert code == 0 and "400 documents" in " ".join(err.split()), err
+    code, out, _ = run(monkeypatch, capsys, "eval", str(sample_dataset()), "--mode", "bm25", "--index-dir", home,
+                       "--json")
+    result = json.loads(out)
+    assert code == 0 and result["dataset"]["queries"] == 19 and result["metrics"]["ndcg@10"] > 0.5

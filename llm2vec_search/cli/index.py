@@ -50,6 +50,8 @@ def index_cmd(
     memory_budget_gb: Annotated[float | None, typer.Option("--memory-budget", help="GB for the vectors.")] = None,
     shard: Annotated[str | None, typer.Option("--shard", help="I/N: embed only this process's shards.")] = None,
     no_bm25: Annotated[bool, typer.Option("--no-bm25", help="Skip the BM25 index.")] = False,
+    append: Annotated[bool, typer.Option("--append", help="Add new and changed documents to an existing index "
+                                         "(by id and content hash; unchanged ones are skipped).")] = False,
     workers: Annotated[int | None, typer.Option(help="Encoder processes (local) or actors (ray).")] = None,
     devices: Annotated[str | None, typer.Option(help="One process per device, e.g. cuda:0,cuda:1.")] = None,
     engine: Annotated[str, typer.Option(help="local | ray (actors on a Ray cluster).")] = "local",
@@ -68,6 +70,9 @@ def index_cmd(
         raise UsageError("give a CORPUS path or --sample (not both)")
     path = sample_corpus() if sample else Path(corpus)
     name = name or ("sample" if sample else None)
+    if append:
+        _append(path, name, index_dir, Fields(id_field, text_field, title_field), skip_invalid, json_)
+        return
     budget = int(memory_budget_gb * 2**30) if memory_budget_gb else None
     if workers is not None or devices or engine != "local" or ray_address:  # see distributed.py
         from ..distributed import ScaleConfig, build_index_scaled, parse_devices
@@ -96,6 +101,57 @@ def index_cmd(
               f"{manifest['faiss']['vectors']} vectors ({manifest['faiss']['factory']}), "
               f"{c['empty_skipped']} empty and {c['invalid_skipped']} invalid rows skipped, "
               f"{manifest['timings']['total_seconds']:.0f}s", highlight=False)
+
+
+def _append(path: Path, name: str | None, index_dir: str | None, fields, skip_invalid: bool, json_: bool) -> None:
+    from ..update import append_documents
+
+    if not path.exists():
+        raise UsageError(f"corpus not found: {path}")
+    name = name or (path.name if path.is_dir() else path.stem)
+    folder, stats = append_documents(path, name, index_dir, fields=fields, skip_invalid=skip_invalid)
+    _report_update(folder, stats, json_)
+
+
+def _report_update(folder: Path, stats, json_: bool) -> None:
+    import dataclasses
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if json_:
+        print_json({"index": manifest["name"], **dataclasses.asdict(stats),
+                    "documents": manifest["corpus"]["documents"], "vectors": manifest["faiss"]["vectors"]})
+        return
+    err.print(f"[green]index {manifest['name']!r}[/green]: {stats.added} added, {stats.changed} changed, "
+              f"{stats.unchanged} unchanged, {stats.removed} removed; {stats.embedded} embedded, "
+              f"{stats.reused} reused; now {manifest['corpus']['documents']} documents", highlight=False)
+
+
+@app.command("remove")
+def remove_cmd(
+    ids: Annotated[list[str] | None, typer.Argument(help="Document ids to remove.")] = None,
+    index: Annotated[str | None, typer.Option("--index", help="Index name (optional with one index).")] = None,
+    index_dir: IndexDir = None,
+    ids_file: Annotated[str | None, typer.Option("--ids-file", help="File with one id per line.")] = None,
+    json_: Json = False,
+) -> None:
+    """Remove documents by id; the other documents keep their vectors (nothing is re-embedded).
+
+    Example: l2v-search remove doc-17 doc-42 --index docs
+    """
+    from ..search import SearchIndex
+    from ..update import remove_documents
+
+    wanted = list(ids or [])
+    if ids_file is not None:
+        p = Path(ids_file)
+        if not p.is_file():
+            raise UsageError(f"ids file not found: {p}")
+        wanted += [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not wanted:
+        raise UsageError("give document ids to remove (arguments or --ids-file)")
+    name = index or SearchIndex.open(None, index_dir).name  # resolves the only index, or says which exist
+    folder, stats = remove_documents(wanted, name, index_dir)
+    _report_update(folder, stats, json_)
 
 
 @app.command("query")
