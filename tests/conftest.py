@@ -86,3 +86,14 @@ def tiny_encoder(tiny_model_dir):
 
 def words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """``l2v-search ARGS`` in process: (exit code, stdout, stderr)."""
+    from llm2vec_search.cli import main
+
+    monkeypatch.setattr("sys.argv", ["l2v-search", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err

@@ -3,16 +3,7 @@
 import json
 
 import pytest
-
-from llm2vec_search.cli import main
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr("sys.argv", ["l2v-search", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+from conftest import run_cli as run
 
 
 @pytest.fixture()

@@ -3,18 +3,10 @@
 import json
 
 import pytest
+from conftest import run_cli as run
 from test_evaluate import write_beir
 
-from llm2vec_search.cli import main
 from llm2vec_search.metrics import METRICS
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr("sys.argv", ["l2v-search", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import run_cli
 
-from llm2vec_search.cli import main
 from llm2vec_search.index import build_index
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -108,17 +108,10 @@ def test_search_page_in_headless_chromium(server, tmp_path):
             browser.close()
 
 
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr("sys.argv", ["l2v-search", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code, capsys.readouterr().err
-
-
 def test_serve_refuses_missing_and_mismatched_indexes(monkeypatch, capsys, index_home, tmp_path):
-    code, err = run_cli(monkeypatch, capsys, "serve", "--index-dir", str(tmp_path / "empty"))
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "--index-dir", str(tmp_path / "empty"))
     assert code != 0 and err.startswith("error:") and "no index to serve" in err and "Traceback" not in err
-    code, err = run_cli(monkeypatch, capsys, "serve", "--index-dir", str(index_home), "--index", "nope")
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "--index-dir", str(index_home), "--index", "nope")
     assert code != 0 and err.startswith("error:") and "nope" in err and len(err.strip().splitlines()) == 1
 
     # The same index, its recorded encoder settings changed behind its back: refused, naming what differs.
@@ -127,6 +120,6 @@ def test_serve_refuses_missing_and_mismatched_indexes(monkeypatch, capsys, index
     manifest = json.loads((bad / "docs" / "manifest.json").read_text())
     manifest["encoder"]["fingerprint"] = "0" * 16
     (bad / "docs" / "manifest.json").write_text(json.dumps(manifest))
-    code, err = run_cli(monkeypatch, capsys, "serve", "--index-dir", str(bad))
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "--index-dir", str(bad))
     assert code != 0 and err.startswith("error:") and "different encoder" in err and "Traceback" not in err
     assert not Path(bad / "docs" / "manifest.json.tmp").exists()

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_cli as run
 
-from llm2vec_search.cli import main
 from llm2vec_search.embed import ChunkConfig, iter_shards
 from llm2vec_search.errors import IndexStateError, UsageError
 from llm2vec_search.index import build_index
@@ -122,14 +122,6 @@ def test_an_interrupted_append_never_loads_and_a_rerun_finishes_it(base, tiny_en
     build_index(write(base / "merged.jsonl", rows), "fresh", base / "idx", encoder=tiny_encoder, chunk=CHUNK,
                 show_progress=False)
     assert_same_index(folder, base / "idx" / "fresh")
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr("sys.argv", ["l2v-search", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def test_cli_append_and_remove(monkeypatch, capsys, base):
