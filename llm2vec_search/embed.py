@@ -39,14 +39,23 @@ class ChunkConfig:
     docs_per_shard: int = 2048
 
 
-def write_documents(records: Iterable[Record], out: Path) -> tuple[int, str]:
-    """Write the documents table atomically; refuse duplicate ids. Returns (count, corpus fingerprint)."""
+def corpus_fingerprint(ids: Iterable[str], hashes: Iterable[str]) -> str:
+    """The fingerprint of a documents table: its ids and content hashes, in order."""
     import hashlib
 
+    digest = hashlib.sha256()
+    for i, h in zip(ids, hashes):
+        digest.update(f"{i}\0{h}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def write_documents(records: Iterable[Record], out: Path) -> tuple[int, str]:
+    """Write the documents table atomically; refuse duplicate ids. Returns (count, corpus fingerprint)."""
     tmp = out.with_suffix(".parquet.tmp")
     seen: set[str] = set()
     duplicates: list[str] = []
-    digest = hashlib.sha256()
+    ids: list[str] = []
+    hashes: list[str] = []
     n = 0
     writer = pq.ParquetWriter(tmp, DOC_SCHEMA)
     try:
@@ -62,7 +71,8 @@ def write_documents(records: Iterable[Record], out: Path) -> tuple[int, str]:
                 duplicates.append(rec.id)
                 continue
             seen.add(rec.id)
-            digest.update(f"{rec.id}\0{rec.hash}\n".encode())
+            ids.append(rec.id)
+            hashes.append(rec.hash)
             batch.append(rec)
             n += 1
             if len(batch) >= 4096:
@@ -82,7 +92,7 @@ def write_documents(records: Iterable[Record], out: Path) -> tuple[int, str]:
         tmp.unlink(missing_ok=True)
         raise UsageError("the corpus holds no documents with text")
     os.replace(tmp, out)
-    return n, digest.hexdigest()[:16]
+    return n, corpus_fingerprint(ids, hashes)
 
 
 def read_documents(path: Path, columns: list[str] | None = None) -> pa.Table:

@@ -23,6 +23,7 @@ from .manifest import fingerprint, library_versions, read_json, write_json_atomi
 from .models import DEFAULT_ENCODER
 
 MANIFEST = "manifest.json"
+PENDING_UPDATE = "update.json"  # beside an unfinished update: the manifest it started from
 FAISS_FILE = "index.faiss"
 BM25_DIR = "bm25"
 FLAT_LIMIT = 200_000  # exact search below this many vectors

@@ -14,7 +14,7 @@ import numpy as np
 
 from .embed import DOCS_FILE, iter_shards, read_documents
 from .errors import IndexStateError, UsageError
-from .index import BM25_DIR, FAISS_FILE, MANIFEST, _read_manifest, index_home, list_indexes
+from .index import BM25_DIR, FAISS_FILE, MANIFEST, PENDING_UPDATE, _read_manifest, index_home, list_indexes
 
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
@@ -61,18 +61,18 @@ class SearchIndex:
     @classmethod
     def open(cls, name: str | None = None, index_dir: str | Path | None = None) -> SearchIndex:
         home = index_home(index_dir)
-        if name is None:
-            found = list_indexes(home)
-            if len(found) != 1:
-                names = ", ".join(m["name"] for m in found) or "none"
-                raise UsageError(f"{len(found)} indexes in {home} ({names}): choose one with --index")
-            name = found[0]["name"]
+        name = resolve_index_name(name, home)
         folder = home / name
         if not folder.is_dir():
             raise IndexStateError(f"no index {name!r} in {home}")
         manifest = _read_manifest(folder)
         if manifest is None:
-            state = "unfinished (rerun `l2v-search index` to resume)" if (folder / DOCS_FILE).exists() else "corrupt"
+            if (folder / PENDING_UPDATE).exists():
+                state = "unfinished (rerun the interrupted `--append` or `remove` to finish it)"
+            elif (folder / DOCS_FILE).exists():
+                state = "unfinished (rerun `l2v-search index` to resume)"
+            else:
+                state = "corrupt"
             raise IndexStateError(f"index {name!r} in {home} is {state}: {MANIFEST} is missing or invalid")
         return cls(folder, manifest)
 
@@ -227,3 +227,15 @@ def check_encoder(manifest: dict, encoder) -> None:
         diffs = [f"{k}: {recorded.get(k)!r} != {found.get(k)!r}" for k in keys if recorded.get(k) != found.get(k)]
         raise IndexStateError(f"index {manifest['name']!r} was built with a different encoder "
                               f"({'; '.join(diffs) or 'different weights or adapters'})")
+
+
+def resolve_index_name(name: str | None, index_dir: str | Path | None = None) -> str:
+    """``name``, or the only finished index in the index home (an error naming them otherwise)."""
+    if name is not None:
+        return name
+    home = index_home(index_dir)
+    found = list_indexes(home)
+    if len(found) != 1:
+        names = ", ".join(m["name"] for m in found) or "none"
+        raise UsageError(f"{len(found)} indexes in {home} ({names}): choose one with --index")
+    return found[0]["name"]

@@ -31,6 +31,7 @@ from .embed import (
     SHARD_DIR,
     ChunkConfig,
     EmbedProgress,
+    corpus_fingerprint,
     embed_chunks,
     read_documents,
     shard_is_done,
@@ -38,8 +39,8 @@ from .embed import (
     write_shard,
 )
 from .errors import IndexStateError, UsageError
-from .index import MANIFEST, _read_manifest, finish_index, index_home
-from .manifest import fingerprint, write_json_atomic
+from .index import MANIFEST, PENDING_UPDATE, _read_manifest, finish_index, index_home
+from .manifest import fingerprint, read_json, write_json_atomic
 from .search import check_encoder, load_index_encoder
 
 PREV_DOCS, PREV_SHARDS = "previous-" + DOCS_FILE, "previous-" + SHARD_DIR
@@ -102,12 +103,12 @@ def _update(name: str, index_dir, *, add: list[Record], remove: list[str], encod
         check_encoder(manifest, encoder)
     docs = read_documents(out / DOCS_FILE)
     table, stats = _merge(docs, add, remove, resuming)
-    if stats.changes == 0 and (out / MANIFEST).is_file():
+    if stats.changes == 0 and not resuming:
         return out, stats  # nothing to do
 
     # From here on the folder is an unfinished build: keep what it had aside until the end.
     (out / MANIFEST).unlink(missing_ok=True)
-    write_json_atomic(out / "update.json", manifest)  # what to finish with, should this be interrupted
+    write_json_atomic(out / PENDING_UPDATE, manifest)  # what to finish with, should this be interrupted
     if not (out / PREV_SHARDS).is_dir():
         shutil.copyfile(out / DOCS_FILE, out / (PREV_DOCS + ".tmp"))
         os.replace(out / (PREV_DOCS + ".tmp"), out / PREV_DOCS)
@@ -117,7 +118,7 @@ def _update(name: str, index_dir, *, add: list[Record], remove: list[str], encod
     os.replace(tmp, out / DOCS_FILE)
 
     ids, hashes = table.column("id").to_pylist(), table.column("hash").to_pylist()
-    corpus_fp = _corpus_fingerprint(ids, hashes)
+    corpus_fp = corpus_fingerprint(ids, hashes)
     chunk = ChunkConfig(**manifest["chunking"])
     run_fp = fingerprint([corpus_fp, manifest["encoder"]["fingerprint"], dataclasses.asdict(chunk)])
     previous = _PreviousVectors(out)
@@ -127,25 +128,21 @@ def _update(name: str, index_dir, *, add: list[Record], remove: list[str], encod
     _rewrite_shards(out, table, chunk, run_fp, previous, encoder, stats, show_progress)
     timings = {"embed_seconds": round(time.perf_counter() - t1, 2)}
     corpus = {**manifest["corpus"], "fingerprint": corpus_fp, "documents": table.num_rows}
-    history = [*manifest.get("updates", []), {**{k: v for k, v in dataclasses.asdict(stats).items()},
-                                              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
+    history = [*manifest.get("updates", []),
+               {**dataclasses.asdict(stats), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
     base = {k: manifest[k] for k in ("kind", "name", "encoder", "chunking")}
     finish_index(out, {**base, "corpus": corpus, "fingerprint": run_fp, "updates": history},
                  manifest["faiss"]["factory"], None, bool(manifest.get("bm25")), timings, t0)
     shutil.rmtree(out / PREV_SHARDS, ignore_errors=True)
     (out / PREV_DOCS).unlink(missing_ok=True)
-    (out / "update.json").unlink(missing_ok=True)
+    (out / PENDING_UPDATE).unlink(missing_ok=True)
     return out, stats
 
 
 def _read_pending(out: Path) -> dict[str, Any] | None:
     """The manifest an interrupted update saved, so that rerunning it finishes the job."""
-    path = out / "update.json"
-    if not path.is_file():
-        return None
-    import json
-
-    return json.loads(path.read_text())
+    path = out / PENDING_UPDATE
+    return read_json(path) if path.is_file() else None
 
 
 def _merge(docs: pa.Table, add: list[Record], remove: list[str], resuming: bool) -> tuple[pa.Table, UpdateStats]:
@@ -171,16 +168,6 @@ def _merge(docs: pa.Table, add: list[Record], remove: list[str], resuming: bool)
     gone = set(remove) - set(missing)
     stats.removed = len(gone)
     return pa.Table.from_pylist([r for r in rows if r["id"] not in gone], schema=DOC_SCHEMA), stats
-
-
-def _corpus_fingerprint(ids: list[str], hashes: list[str]) -> str:
-    """As ``embed.write_documents`` computes it, so a fresh build of the same documents matches."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for i, h in zip(ids, hashes):
-        digest.update(f"{i}\0{h}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 class _PreviousVectors:

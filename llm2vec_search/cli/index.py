@@ -138,7 +138,7 @@ def remove_cmd(
 
     Example: l2v-search remove doc-17 doc-42 --index docs
     """
-    from ..search import SearchIndex
+    from ..search import resolve_index_name
     from ..update import remove_documents
 
     wanted = list(ids or [])
@@ -149,8 +149,7 @@ def remove_cmd(
         wanted += [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not wanted:
         raise UsageError("give document ids to remove (arguments or --ids-file)")
-    name = index or SearchIndex.open(None, index_dir).name  # resolves the only index, or says which exist
-    folder, stats = remove_documents(wanted, name, index_dir)
+    folder, stats = remove_documents(wanted, resolve_index_name(index, index_dir), index_dir)
     _report_update(folder, stats, json_)
 
 
