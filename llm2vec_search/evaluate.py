@@ -126,7 +126,6 @@ def evaluate_beir(
     ``result["per_query"]`` holds each query's values (written to ``per_query.json``, not to
     ``metrics.json``). With ``out``, writes ``run.trec``, ``per_query.json`` and ``metrics.json``.
     """
-    from .index import MANIFEST, build_index, index_home
     from .search import SearchIndex
 
     if mode not in MODES:
@@ -148,15 +147,10 @@ def evaluate_beir(
             from .encoder import load_encoder
 
             encoder = load_encoder(model, **(encoder_overrides or {}))
-        name = f"eval-{dataset.name}-{encoder.fingerprint[:10]}"
     else:
-        encoder, name = None, f"eval-{dataset.name}-bm25"
+        encoder = None
     t_load = time.perf_counter() - t0
-    manifest = index_home(index_dir) / name / MANIFEST
-    before = manifest.stat().st_mtime_ns if manifest.is_file() else None
-    folder = build_index(dataset, name, index_dir, model, encoder=encoder, show_progress=show_progress,
-                         bm25=True, dense=mode != "bm25")  # BM25 is cheap; hybrid reuses the index
-    reused = before is not None and manifest.stat().st_mtime_ns == before  # an untouched manifest: nothing rebuilt
+    name, folder, reused = cached_index(dataset, index_dir, model, encoder, show_progress=show_progress)
     t_index = time.perf_counter() - t0 - t_load
     idx = SearchIndex.open(name, index_dir)
     qids = list(data.queries)
@@ -192,6 +186,21 @@ def evaluate_beir(
     if out is not None:
         _write_outputs(Path(out), result, run, per_query)
     return {**result, "per_query": per_query}
+
+
+def cached_index(dataset: Path, index_dir: str | Path | None, model: str, encoder=None, *,
+                 show_progress: bool = True) -> tuple[str, Path, bool]:
+    """The index of a BEIR corpus that ``eval`` keeps per encoder (BM25 only when ``encoder`` is
+    None), built on first use: returns its name, folder, and whether it was reused as it was."""
+    from .index import MANIFEST, build_index, index_home
+
+    name = f"eval-{dataset.name}-{encoder.fingerprint[:10] if encoder is not None else 'bm25'}"
+    manifest = index_home(index_dir) / name / MANIFEST
+    before = manifest.stat().st_mtime_ns if manifest.is_file() else None
+    folder = build_index(dataset, name, index_dir, model, encoder=encoder, show_progress=show_progress,
+                         bm25=True, dense=encoder is not None)  # BM25 is cheap; hybrid reuses the index
+    reused = before is not None and manifest.stat().st_mtime_ns == before  # an untouched manifest: nothing rebuilt
+    return name, folder, reused
 
 
 def _write_outputs(out: Path, result: dict, run: dict[str, list[tuple[str, float]]], per_query: dict) -> None:

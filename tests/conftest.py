@@ -6,7 +6,9 @@ cache goes to a per-session temporary folder unless ``L2V_SEARCH_HOME`` is alrea
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import re
 from pathlib import Path
 
@@ -97,3 +99,15 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
         main()
     captured = capsys.readouterr()
     return exit_info.value.code, captured.out, captured.err
+
+
+def write_beir(folder, n_docs=40, n_queries=8, extra_qrels=(), queries_extra=()):
+    rng = random.Random(0)
+    (folder / "qrels").mkdir(parents=True)
+    docs = [{"_id": f"d{i}", "title": "", "text": " ".join(rng.choices(WORDS, k=12))} for i in range(n_docs)]
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
+    queries = [{"_id": f"q{i}", "text": docs[i]["text"][:30]} for i in range(n_queries)] + list(queries_extra)
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries))
+    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(n_queries)] + list(extra_qrels)
+    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return folder

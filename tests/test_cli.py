@@ -57,6 +57,21 @@ def test_bad_input_gives_one_line_error(monkeypatch, capsys, args, message, tmp_
     assert "Traceback" not in err and err.strip().startswith("error:")
 
 
+@pytest.mark.parametrize("extra,message", [
+    (["--negatives", "random"], "unknown negatives 'random'; valid: bm25, encoder, none"),
+    (["--init-adapter", "/no/adapter"], "--init-adapter /no/adapter: no adapter_model.safetensors"),
+    (["--beir-split", "dev"], "is not a BEIR dataset with a 'dev' split"),
+])
+def test_train_supervised_bad_input(monkeypatch, capsys, tmp_path, tiny_model_dir, extra, message):
+    from llm2vec_search.index import sample_dataset
+
+    code, _, err = run(monkeypatch, capsys, "train", "supervised", "--model", str(tiny_model_dir), "--beir",
+                       str(sample_dataset()), "--beir-split", "test", "--batch-size", "4", "--output",
+                       str(tmp_path / "o"), "--device", "cpu", *extra)
+    assert code != 0 and message in " ".join(err.split()), err
+    assert "Traceback" not in err and not (tmp_path / "o" / "encoder").exists()
+
+
 def test_encode_json_and_models(monkeypatch, capsys, tiny_model_dir):
     code, out, _ = run(monkeypatch, capsys, "encode", "the cat", "a dog", "--model", str(tiny_model_dir), "--json",
                        "--dtype", "fp32")

@@ -4,7 +4,7 @@ import json
 import random
 
 import pytest
-from conftest import WORDS
+from conftest import WORDS, write_beir
 
 from llm2vec_search.errors import UsageError
 from llm2vec_search.evaluate import evaluate_beir, load_beir
@@ -12,18 +12,6 @@ from llm2vec_search.instructions import BEIR_INSTRUCTIONS, instruction_for
 from llm2vec_search.metrics import METRICS, score_run
 
 TINY = {"dtype": "fp32", "max_length": 64}
-
-
-def write_beir(folder, n_docs=40, n_queries=8, extra_qrels=(), queries_extra=()):
-    rng = random.Random(0)
-    (folder / "qrels").mkdir(parents=True)
-    docs = [{"_id": f"d{i}", "title": "", "text": " ".join(rng.choices(WORDS, k=12))} for i in range(n_docs)]
-    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
-    queries = [{"_id": f"q{i}", "text": docs[i]["text"][:30]} for i in range(n_queries)] + list(queries_extra)
-    (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries))
-    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(n_queries)] + list(extra_qrels)
-    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 @pytest.fixture()

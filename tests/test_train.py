@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS
+from conftest import WORDS, write_beir
 
 from llm2vec_search.encoder import load_encoder
 from llm2vec_search.errors import UsageError
@@ -155,9 +155,22 @@ def test_simcse_then_supervised_chain_and_reload(tiny_model_dir, text_file, tmp_
 def test_batch_views_drop_false_negatives():
     ex = (train_data.Example("q1", "d1", "n1"), train_data.Example("q2", "d1", "n2"),
           train_data.Example("q3", "d3", "d1"), train_data.Example("q4", "d4", "n4"))
-    views = batch_views(train_data.Source("s", ex, "instr"), [0, 1, 2, 3])
-    assert views[0] == (["q1", "q4"], ["instr", "instr"])
-    assert views[1][0] == ["d1", "d4"] and views[2][0] == ["n1", "n4"]
+    batch = batch_views(train_data.Source("s", ex, "instr"), [0, 1, 2, 3])
+    assert batch.views[0] == (["q1", "q4"], ["instr", "instr"])
+    assert batch.views[1][0] == ["d1", "d4"] and batch.views[2][0] == ["n1", "n4"]
+    assert batch.exclude is None  # no qrels: nothing to mask
+
+
+def test_batch_views_mask_documents_judged_relevant_to_another_anchor():
+    E = train_data.Example
+    ex = (E("qa", "A1", "N1", "a", "a1", "n1"), E("qb", "B1", "N2", "b", "b1", "n2"),
+          E("qc", "C1", "A1-other", "c", "c1", "a2"))
+    judged = {"a": frozenset({"a1", "b1", "a2"}), "b": frozenset({"b1"}), "c": frozenset({"c1"})}
+    batch = batch_views(train_data.Source("s", ex, None, judged), [0, 1, 2])
+    # Candidates: positives a1 b1 c1, then negatives n1 n2 a2. Query a has b1 and a2 judged relevant.
+    expected = torch.zeros(3, 6, dtype=torch.bool)
+    expected[0, 1] = expected[0, 5] = True
+    assert torch.equal(batch.exclude, expected)
 
 
 def test_schedule_one_source_per_batch_and_deterministic():
@@ -169,6 +182,55 @@ def test_schedule_one_source_per_batch_and_deterministic():
     assert {s for s, _ in plan} == {0, 1}
     with pytest.raises(UsageError, match="larger than every training source"):
         train_data.schedule([b], steps=1, batch_size=16, seed=0)
+
+
+def test_beir_pairs_with_bm25_and_encoder_negatives(tmp_path, tiny_model_dir):
+    from llm2vec_search.search import SearchIndex
+
+    folder = write_beir(tmp_path / "toy", n_docs=40, n_queries=8, extra_qrels=["q0\td5\t1", "q0\td6\t0"])
+    (folder / "qrels" / "train.tsv").write_bytes((folder / "qrels" / "test.tsv").read_bytes())
+    for negatives in ("bm25", "encoder"):
+        src = train_data.load_beir(folder, negatives=negatives, negatives_model=str(tiny_model_dir),
+                                   index_dir=tmp_path / "idx", instruction="find it", negative_depth=(2, 20))
+        assert src.has_negatives and len(src.examples) == 9
+        assert src.judged["q0"] == {"d0", "d5"}  # judged relevant (score > 0) only
+        for e in src.examples:
+            assert e.negative_id not in {"d0", "d5", "d6"} if e.query_id == "q0" else e.negative_id != e.positive_id
+    # The encoder's negatives come from its ranks 2..20, over the corpus index eval caches.
+    name = next((tmp_path / "idx").glob("eval-toy-*")).name
+    idx = SearchIndex.open(name, tmp_path / "idx")
+    for e in src.examples:
+        ranked = [h.id for h in idx.search([e.query], 20, instruction="find it")[0]]
+        assert e.negative_id in ranked[2:20]
+    with pytest.raises(UsageError, match="negatives-model"):
+        train_data.load_beir(folder, negatives="encoder")
+    with pytest.raises(UsageError, match="unknown negatives"):
+        train_data.load_beir(folder, negatives="random")
+
+
+def test_warm_start_loads_the_adapter_and_refuses_another_shape(tiny_model_dir, tmp_path):
+    from llm2vec_search.encoder import load_model_and_tokenizer
+    from llm2vec_search.models import resolve
+    from llm2vec_search.train.common import LoraConfig, add_lora, load_adapter_weights
+
+    def fresh(cfg=LoraConfig()):
+        return add_lora(load_model_and_tokenizer(resolve(str(tiny_model_dir)), device=torch.device("cpu"))[0], cfg)
+
+    trained = fresh()
+    with torch.no_grad():
+        for n, p in trained.named_parameters():
+            if "lora_" in n:
+                p.normal_()
+    trained.save_pretrained(tmp_path / "adapter", safe_serialization=True)
+    warm = fresh()
+    record = load_adapter_weights(warm, tmp_path / "adapter", LoraConfig())
+    assert record["path"] == str(tmp_path / "adapter") and record["sha256"]
+    got, want = dict(warm.named_parameters()), dict(trained.named_parameters())
+    assert all(torch.equal(got[n], want[n]) for n in want if "lora_" in n)
+    with pytest.raises(UsageError, match="differs from this run"):
+        load_adapter_weights(fresh(LoraConfig(r=8)), tmp_path / "adapter", LoraConfig(r=8))
+    with pytest.raises(UsageError, match="no adapter_model.safetensors"):
+        load_adapter_weights(warm, tmp_path, LoraConfig())
 
 
 def test_bad_inputs(tmp_path, tiny_model_dir, text_file):

@@ -106,7 +106,11 @@ def supervised_cmd(
     beir: Annotated[list[str] | None, typer.Option(help="BEIR folder: pairs from its qrels (--beir-split).")] = None,
     beir_split: str = "train",
     beir_instruction: Annotated[list[str] | None, typer.Option(help="Instruction per --beir, in order.")] = None,
-    negatives: Annotated[str, typer.Option(help="Hard negatives for --beir: bm25 | none.")] = "bm25",
+    negatives: Annotated[str, typer.Option(help="Hard negatives for --beir: bm25 | encoder | none.")] = "bm25",
+    negatives_model: Annotated[str | None, typer.Option(
+        help="Encoder that mines --negatives encoder (default: --model).")] = None,
+    index_dir: Annotated[str | None, typer.Option(
+        help="Where the mining encoder's corpus indexes are cached (shared with eval).")] = None,
     max_pairs: Annotated[int | None, typer.Option(help="At most this many pairs per --beir source.")] = None,
     max_pairs_per_query: int | None = None,
     holdout: Annotated[int, typer.Option(help="Keep the last N query ids of each --beir out (validation).")] = 0,
@@ -126,6 +130,8 @@ def supervised_cmd(
     lora_r: int = 16,
     lora_alpha: int = 32,
     lora_dropout: float = 0.05,
+    init_adapter: Annotated[str | None, typer.Option(
+        help="Warm start: train this saved LoRA adapter further (same r, alpha, targets).")] = None,
     save_every: int = 25,
     gradient_checkpointing: bool = False,
     device: str = "auto",
@@ -151,7 +157,7 @@ def supervised_cmd(
         instr = instructions[i] if instructions else D.beir_instruction(folder)
         sources.append(D.load_beir(folder, split=beir_split, instruction=instr, max_pairs=max_pairs,
                                    max_pairs_per_query=max_pairs_per_query, negatives=negatives, holdout=holdout,
-                                   seed=seed))
+                                   negatives_model=negatives_model or model, index_dir=index_dir, seed=seed))
     if snli:
         sources.append(D.load_snli_triplets(snli, max_rows))
     if mrpc:
@@ -161,13 +167,14 @@ def supervised_cmd(
     cfg = SupervisedConfig(
         model=model, output=output, steps=steps, batch_size=batch_size, mini_batch=mini_batch, lr=lr,
         warmup_steps=warmup_steps, max_length=max_length, scale=1 / temperature,
-        lora=LoraConfig(lora_r, lora_alpha, lora_dropout), save_every=save_every,
+        lora=LoraConfig(lora_r, lora_alpha, lora_dropout), init_adapter=init_adapter, save_every=save_every,
         gradient_checkpointing=gradient_checkpointing, device=device, seed=seed,
     )
     for s in sources:
         out.print(f"source {s.name}: {len(s.examples)} examples, instruction {s.instruction!r}, "
                   f"hard negatives: {s.has_negatives}")
     description = {"inputs": {"jsonl": jsonl, "beir": beir, "beir_split": beir_split, "negatives": negatives,
+                              "negatives_model": (negatives_model or model) if negatives == "encoder" else None,
                               "max_pairs": max_pairs, "holdout": holdout, "snli": snli, "mrpc": mrpc, "stsb": stsb,
                               "max_rows": max_rows}}
     defaults = {"query_instruction": query_instruction, "document_instruction": document_instruction}

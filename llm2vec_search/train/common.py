@@ -43,6 +43,30 @@ def add_lora(base: torch.nn.Module, cfg: LoraConfig):
     return get_peft_model(base, peft_cfg)
 
 
+def load_adapter_weights(peft_model, adapter: str | os.PathLike, cfg: LoraConfig) -> dict[str, Any]:
+    """Start ``peft_model``'s fresh LoRA from a saved adapter of the same shape (a warm start);
+    returns its fingerprint for the recipe."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = Path(adapter)
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise UsageError(f"--init-adapter {folder}: no adapter_model.safetensors there")
+    saved = read_json(folder / "adapter_config.json") if (folder / "adapter_config.json").is_file() else {}
+    if (saved.get("r"), saved.get("lora_alpha"), sorted(saved.get("target_modules") or [])) != (
+        cfg.r, cfg.alpha, sorted(cfg.targets)
+    ):
+        raise UsageError(f"--init-adapter {folder}: its LoRA (r={saved.get('r')}, alpha={saved.get('lora_alpha')}, "
+                         f"targets={saved.get('target_modules')}) differs from this run's (r={cfg.r}, alpha={cfg.alpha})")
+    result = set_peft_model_state_dict(peft_model, load_file(str(weights)))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise UsageError(f"--init-adapter {folder}: does not fit the model ({len(missing)} LoRA weights missing, "
+                         f"{len(result.unexpected_keys)} unexpected)")
+    return {"path": str(folder), "sha256": file_fingerprint(weights)["sha256"]}
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from functools import partial
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class ContrastiveConfig:
     pooling: str = "mean"
     attention_dropout: float = 0.0  # SimCSE's augmentation: 0.3
     lora: common.LoraConfig = common.LoraConfig()
+    init_adapter: str | None = None  # warm start: a saved LoRA adapter of the same shape, trained further
     save_every: int = 50
     keep_checkpoints: int = 2
     gradient_checkpointing: bool = False
@@ -55,9 +57,19 @@ class ContrastiveConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 1")
 
 
-# A batch: the views passed to the loss (anchors, positives[, negatives]), each with its instructions.
-View = tuple[list[str], list[str | None]]
-BatchFn = Callable[[int], list[View]]
+View = tuple[list[str], list[str | None]]  # texts and their instructions
+
+
+@dataclasses.dataclass
+class Batch:
+    """The views passed to the loss (anchors, positives[, negatives]); ``exclude`` (anchors x
+    candidates, bool) marks candidates that are no negatives for an anchor (judged relevant)."""
+
+    views: list[View]
+    exclude: torch.Tensor | None = None
+
+
+BatchFn = Callable[[int], Batch]
 
 
 def train_contrastive(
@@ -84,6 +96,7 @@ def train_contrastive(
     set_bidirectional(model, True)
     common.seed_everything(cfg.seed)
     peft_model = common.add_lora(model, cfg.lora)
+    warm_start = common.load_adapter_weights(peft_model, cfg.init_adapter, cfg.lora) if cfg.init_adapter else None
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -93,7 +106,7 @@ def train_contrastive(
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, cfg.steps))
     loss_fn = InfoNCE(cfg.scale)
-    run_fp = fingerprint([stage, dataclasses.asdict(cfg), data_fingerprint, source.identity()])
+    run_fp = fingerprint([stage, dataclasses.asdict(cfg), data_fingerprint, source.identity(), warm_start])
 
     step, history = 0, []
     if resume:
@@ -114,11 +127,13 @@ def train_contrastive(
     with TrainProgress(stage, cfg.steps, start=step, quiet=quiet, log_every=5) as progress:
         while step < cfg.steps:
             t0 = time.perf_counter()
-            views = [list(zip(texts, instrs)) for texts, instrs in batch_at(step)]
+            batch = batch_at(step)
+            views = [list(zip(texts, instrs)) for texts, instrs in batch.views]
             tokens_before = encoder.stats.tokens
             torch.manual_seed(cfg.seed + step)  # dropout draws repeat after a resume
             optimizer.zero_grad(set_to_none=True)
-            loss = cached_contrastive_backward(embed, views, loss_fn, cfg.mini_batch, device)
+            step_loss = partial(loss_fn, exclude=None if batch.exclude is None else batch.exclude.to(device))
+            loss = cached_contrastive_backward(embed, views, step_loss, cfg.mini_batch, device)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
@@ -133,6 +148,8 @@ def train_contrastive(
 
     losses = [h["loss"] for h in history]
     previous = (source.encoder or {}).get("recipe", {})  # earlier stages' recipes carry over
+    if warm_start:
+        recipe = {**recipe, "init_adapter": warm_start}
     recipe = {**previous, stage: {"config": dataclasses.asdict(cfg), **recipe, "steps": step,
                       "loss_first_10": losses[:10], "loss_last_10": losses[-10:]}}
     return common.write_encoder_dir(

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,11 @@ class Example:
     query: str
     positive: str
     negative: str | None = None
+    # Ids, where the source has qrels: they let a batch mask documents judged relevant to
+    # another anchor (false in-batch negatives).
+    query_id: str | None = None
+    positive_id: str | None = None
+    negative_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +49,7 @@ class Source:
     name: str
     examples: tuple[Example, ...]
     instruction: str | None = None  # on the query side only
+    judged: Mapping[str, frozenset[str]] | None = None  # query id -> ids of its relevant documents
 
     @property
     def has_negatives(self) -> bool:
@@ -105,15 +111,20 @@ def load_beir(
     max_pairs_per_query: int | None = None,
     negatives: str = "bm25",
     negative_depth: tuple[int, int] = (3, 30),
+    negatives_model: str | None = None,
+    index_dir: str | Path | None = None,
     holdout: int = 0,
     seed: int = 42,
 ) -> Source:
     """(query, relevant doc, hard negative) triples from a BEIR dataset's qrels.
 
-    Hard negatives come from BM25 over the corpus (``negatives="bm25"``), drawn at random from
-    ranks ``negative_depth`` (skipping the very top, where unjudged relevant documents hide);
-    a negative is never the positive nor any document judged for that query. ``holdout`` keeps
-    the last N query ids (in numeric-aware order) out of training, for validation.
+    Hard negatives come from BM25 over the corpus (``negatives="bm25"``) or from the encoder
+    ``negatives_model`` (``negatives="encoder"``; its corpus index is the one ``eval`` caches in
+    ``index_dir``, built on first use), drawn at random from ranks ``negative_depth`` (skipping
+    the very top, where unjudged relevant documents hide); a negative is never the positive nor
+    any document judged for that query. ``holdout`` keeps the last N query ids (in numeric-aware
+    order) out of training, for validation. The source keeps the qrels, so that training masks
+    documents judged relevant to another anchor of the batch.
     """
     folder = Path(folder)
     corpus, queries, qrels = _read_beir(folder, split)
@@ -131,20 +142,28 @@ def load_beir(
     if not pairs:
         raise UsageError(f"{folder}: no usable (query, relevant document) pairs in the {split!r} qrels")
     negs: dict[str, list[str]] = {}
+    wanted = {q: queries[q] for q, _ in pairs}
     if negatives == "bm25":
-        negs = bm25_negatives(corpus, {q: queries[q] for q, _ in pairs}, qrels, negative_depth, seed)
+        negs = bm25_negatives(corpus, wanted, qrels, negative_depth)
+    elif negatives == "encoder":
+        negs = encoder_negatives(folder, wanted, qrels, negative_depth, negatives_model, instruction, index_dir)
     elif negatives != "none":
-        raise UsageError(f"unknown negatives {negatives!r}; valid: bm25, none")
+        raise UsageError(f"unknown negatives {negatives!r}; valid: {', '.join(NEGATIVES)}")
     examples = []
     for qid, did in pairs:
         neg = negs[qid][rng.randrange(len(negs[qid]))] if negs.get(qid) else None
         if negatives != "none" and neg is None:
             continue
-        examples.append(Example(queries[qid], doc_text(*corpus[did]), doc_text(*corpus[neg]) if neg else None))
-    return Source(folder.name, tuple(examples), instruction)
+        examples.append(Example(queries[qid], doc_text(*corpus[did]), doc_text(*corpus[neg]) if neg else None,
+                                query_id=qid, positive_id=did, negative_id=neg))
+    judged = {q: frozenset(d for d, s in qrels[q].items() if s > 0) for q in {e.query_id for e in examples}}
+    return Source(folder.name, tuple(examples), instruction, judged)
 
 
-def bm25_negatives(corpus, queries: dict[str, str], qrels, depth: tuple[int, int], seed: int) -> dict[str, list[str]]:
+NEGATIVES = ("bm25", "encoder", "none")
+
+
+def bm25_negatives(corpus, queries: dict[str, str], qrels, depth: tuple[int, int]) -> dict[str, list[str]]:
     """Candidate hard negatives per query: BM25 ranks depth[0]..depth[1], minus judged documents."""
     import bm25s
     import Stemmer
@@ -157,11 +176,29 @@ def bm25_negatives(corpus, queries: dict[str, str], qrels, depth: tuple[int, int
     qids = list(queries)
     tokens = bm25s.tokenize([queries[q] for q in qids], stopwords="en", stemmer=stemmer, show_progress=False)
     docs, _ = retriever.retrieve(tokens, k=min(depth[1], len(ids)), show_progress=False)
-    out = {}
-    for qid, row in zip(qids, docs):
-        judged = set(qrels.get(qid, {}))
-        out[qid] = [ids[j] for j in row[depth[0] :] if ids[j] not in judged]
-    return out
+    return _unjudged(qrels, depth, {qid: [ids[j] for j in row] for qid, row in zip(qids, docs)})
+
+
+def encoder_negatives(folder: Path, queries: dict[str, str], qrels, depth: tuple[int, int], model: str | None,
+                      instruction: str | None, index_dir: str | Path | None) -> dict[str, list[str]]:
+    """Candidate hard negatives per query: the encoder's ranks depth[0]..depth[1] over the corpus
+    (queries carry the source's instruction), minus judged documents."""
+    from ..encoder import load_encoder
+    from ..evaluate import cached_index
+    from ..search import SearchIndex
+
+    if not model:
+        raise UsageError("--negatives encoder needs the encoder that mines them (--negatives-model)")
+    encoder = load_encoder(model)
+    name, _, _ = cached_index(folder, index_dir, model, encoder)
+    qids = list(queries)
+    hits = SearchIndex.open(name, index_dir).search([queries[q] for q in qids], depth[1], encoder=encoder,
+                                                     instruction=instruction or "", mode="dense")
+    return _unjudged(qrels, depth, {qid: [h.id for h in row] for qid, row in zip(qids, hits)})
+
+
+def _unjudged(qrels, depth: tuple[int, int], ranked: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {qid: [d for d in ids[depth[0] : depth[1]] if d not in qrels.get(qid, {})] for qid, ids in ranked.items()}
 
 
 def load_snli_triplets(path: str | Path, max_rows: int | None = None) -> Source:

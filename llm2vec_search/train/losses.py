@@ -16,17 +16,23 @@ class InfoNCE(torch.nn.Module):
 
     ``q`` (B, H) anchors; ``d`` (B, H) their positives; ``negatives`` (B*n, H) or None.
     Row i's target is column i of ``[d; negatives]``: every other positive in the batch and
-    every hard negative is a negative for it. Embeddings are cosine-normalised here.
+    every hard negative is a negative for it, except where ``exclude`` (B, B + B*n; bool) is
+    True: those candidates (documents judged relevant to the anchor) drop out of its softmax.
+    Embeddings are cosine-normalised here.
     """
 
     def __init__(self, scale: float = 20.0):
         super().__init__()
         self.scale = scale
 
-    def forward(self, q: torch.Tensor, d: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, d: torch.Tensor, negatives: torch.Tensor | None = None,
+                exclude: torch.Tensor | None = None) -> torch.Tensor:
         candidates = d if negatives is None else torch.cat([d, negatives])
-        scores = F.normalize(q.float(), dim=-1) @ F.normalize(candidates.float(), dim=-1).T  # (B, B + B*n)
-        return F.cross_entropy(self.scale * scores, torch.arange(len(q), device=q.device))
+        logits = self.scale * (F.normalize(q.float(), dim=-1) @ F.normalize(candidates.float(), dim=-1).T)
+        if exclude is not None:
+            target = torch.eye(*logits.shape, dtype=torch.bool, device=logits.device)
+            logits = logits.masked_fill(exclude & ~target, float("-inf"))  # never the anchor's own positive
+        return F.cross_entropy(logits, torch.arange(len(q), device=q.device))
 
 
 class RandContext:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import UsageError
 from . import common
-from .contrastive import ContrastiveConfig, train_contrastive
+from .contrastive import Batch, ContrastiveConfig, train_contrastive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,7 @@ def train_simcse(cfg: SimCSEConfig, *, resume: bool | str = False, quiet: bool =
     def batch_at(step: int):
         texts = [sentences[i] for i in epoch_batches(len(sentences), step, cfg.batch_size, cfg.seed)]
         none = [None] * len(texts)
-        return [(texts, none), (texts, none)]  # the same sentences twice: dropout makes the views
+        return Batch([(texts, none), (texts, none)])  # the same sentences twice: dropout makes the views
 
     return train_contrastive(
         cfg, "simcse", batch_at,
