@@ -4,7 +4,7 @@ import json
 import random
 
 import pytest
-from conftest import WORDS, write_beir
+from conftest import write_beir
 
 from llm2vec_search.errors import UsageError
 from llm2vec_search.evaluate import evaluate_beir, load_beir

@@ -58,7 +58,8 @@ def load_adapter_weights(peft_model, adapter: str | os.PathLike, cfg: LoraConfig
         cfg.r, cfg.alpha, sorted(cfg.targets)
     ):
         raise UsageError(f"--init-adapter {folder}: its LoRA (r={saved.get('r')}, alpha={saved.get('lora_alpha')}, "
-                         f"targets={saved.get('target_modules')}) differs from this run's (r={cfg.r}, alpha={cfg.alpha})")
+                         f"targets={saved.get('target_modules')}) differs from this run's "
+                         f"(r={cfg.r}, alpha={cfg.alpha})")
     result = set_peft_model_state_dict(peft_model, load_file(str(weights)))
     missing = [k for k in result.missing_keys if "lora_" in k]
     if missing or result.unexpected_keys:
