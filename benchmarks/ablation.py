@@ -12,8 +12,9 @@ Stages, each evaluated by ``l2v-search eval`` (a fresh process, the same code us
 
 The intermediate encoders are encoder directories made here from the shipped one (its manifest
 with the adapter list cut after the stage, the adapter folders linked), so every number comes
-from the adapters that ship. Results are appended to ``--save`` (JSONL) as each run ends, and a
-rerun skips what is already there, so the job can be stopped and resumed.
+from the adapters that ship. Results are appended to ``--save`` (JSONL) as each run ends, with the
+hashes of the adapters each stage used; a rerun skips what is already there for the adapters that
+ship now, so the job can be stopped and resumed, and a new adapter reruns only the stages using it.
 
     nice -n 10 .venv/bin/python benchmarks/ablation.py --save benchmarks/ablation.jsonl
     .venv/bin/python benchmarks/ablation.py --save benchmarks/ablation.jsonl --table   # print only
@@ -30,10 +31,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from llm2vec_search.manifest import sha256_file
 from llm2vec_search.models import DEFAULT_ENCODER, packaged_encoders
 
 CLI = [sys.executable, "-c", "from llm2vec_search.cli import main; main()"]
 STAGES = ("causal", "bidir", "mntp", "simcse", "supervised", "bm25", "hybrid")
+
+
+def stage_adapters() -> dict[str, list[str]]:
+    """For every stage, the hashes of the shipped adapters it uses: a result stays valid while they
+    do (a new supervised adapter makes only the supervised and hybrid rows stale)."""
+    shipped = packaged_encoders()[DEFAULT_ENCODER]
+    names = json.loads((shipped / "manifest.json").read_text())["adapters"]
+    hashes = [sha256_file(shipped / a / "adapter_model.safetensors")[:16] for a in names]
+    out = {"causal": [], "bidir": [], "bm25": [], "hybrid": hashes}
+    out.update({name: hashes[: i + 1] for i, name in enumerate(names)})
+    return out
 
 
 def stage_encoders(work: Path) -> dict[str, list[str]]:
@@ -66,13 +79,13 @@ def run(data: Path, split: str, options: list[str], index_dir: Path) -> dict:
             "instruction": r.get("instruction"), **{m: r["metrics"][m] for m in ("ndcg@10", "recall@100", "mrr@10")}}
 
 
-def table(rows: list[dict], datasets: list[str]) -> str:
+def table(rows: list[dict], datasets: list[str], adapters: dict[str, list[str]]) -> str:
     lines = ["| stage | " + " | ".join(f"{d} nDCG@10" for d in datasets) + " |",
              "|---|" + "---|" * len(datasets)]
     for stage in STAGES:
         cells = []
         for d in datasets:
-            hit = [r for r in rows if r["stage"] == stage and r["dataset"] == d]
+            hit = [r for r in rows if r["stage"] == stage and r["dataset"] == d and r["adapters"] == adapters[stage]]
             cells.append(f"{hit[-1]['ndcg@10']:.4f}" if hit else "")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -92,21 +105,23 @@ def main() -> None:
 
     done = [json.loads(x) for x in a.save.read_text().splitlines()] if a.save.exists() else []
     datasets = [d.name for d in a.data]
+    adapters = stage_adapters()
     if not a.table:
         work = Path(tempfile.mkdtemp(prefix="ablation-"))
         opts = stage_encoders(work / "encoders")
         index_dir = a.index_dir or work / "indexes"
         for stage in a.stages:
             for data in a.data:
-                if any(r["stage"] == stage and r["dataset"] == data.name and r["split"] == a.split for r in done):
+                if any(r["stage"] == stage and r["dataset"] == data.name and r["split"] == a.split
+                       and r["adapters"] == adapters[stage] for r in done):
                     continue
-                row = {"stage": stage, "dataset": data.name, "split": a.split,
+                row = {"stage": stage, "dataset": data.name, "split": a.split, "adapters": adapters[stage],
                        **run(data, a.split, opts[stage], index_dir)}
                 print(json.dumps(row), file=sys.stderr)
                 with a.save.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 done.append(row)
-    print(table(done, datasets))
+    print(table(done, datasets, adapters))
 
 
 if __name__ == "__main__":
