@@ -26,5 +26,24 @@ $L2V train supervised --model runs/simcse/encoder --output runs/supervised \
   --query-instruction "Given a question, retrieve relevant documents that best answer the question" \
   --steps 150 --batch-size 32 --mini-batch 32 --lr 2e-4 --warmup-steps 10 --max-length 128 --save-every 10
 
-# 5. Ship: adapters in fp16 inside the package.
-$L2V train export runs/supervised/encoder llm2vec_search/encoders/llm2vec-smollm2-135m
+$L2V train export runs/supervised/encoder runs/round1  # round 1, adapters in fp16 (the encoder shipped until v2)
+
+# 5. Round 2: hard negatives mined by the round-1 encoder (ranks 3-30 of its ranking of each corpus;
+#    indexing SciFact and NFCorpus with it takes ~45 min here, or reuses the indexes `l2v-search eval
+#    --index-dir runs/indexes` built), its supervised adapter trained further (warm start), and
+#    documents judged relevant to another query of the batch masked out of the softmax.
+#    (The shipped v2 started from round 1's fp16 MNTP and SimCSE adapters; runs/simcse/encoder holds
+#    them in fp32, so a rerun differs by fp16 rounding.)
+$L2V train supervised --model runs/simcse/encoder --output runs/round2 \
+  --init-adapter runs/round1/supervised \
+  --beir "$DATA/scifact" --beir-instruction "Given a scientific claim, retrieve documents that support or refute the claim" \
+  --beir "$DATA/nfcorpus" --beir-instruction "Given a question, retrieve relevant documents that best answer the question" \
+  --max-pairs 1500 --max-pairs-per-query 2 --holdout 100 \
+  --negatives encoder --negatives-model runs/round1 --index-dir runs/indexes \
+  --snli "$DATA/nli_snli_devtest/snli_devtest_triplets.tsv" --mrpc "$DATA/mrpc/msr_paraphrase_train.txt" \
+  --stsb "$DATA/stsbenchmark/sts-train.csv" --max-rows 300 \
+  --query-instruction "Given a question, retrieve relevant documents that best answer the question" \
+  --steps 120 --batch-size 32 --mini-batch 32 --lr 1e-4 --warmup-steps 5 --max-length 128 --save-every 5
+
+# 6. Ship: adapters in fp16 inside the package.
+$L2V train export runs/round2/encoder llm2vec_search/encoders/llm2vec-smollm2-135m
