@@ -33,6 +33,7 @@ from ablation import stage_encoders  # noqa: E402
 from llm2vec_search.corpus import read_corpus  # noqa: E402
 from llm2vec_search.embed import iter_shards, shard_vectors  # noqa: E402
 from llm2vec_search.encoder import load_encoder  # noqa: E402
+from llm2vec_search.errors import L2VError  # noqa: E402
 from llm2vec_search.evaluate import eval_index_name, load_beir  # noqa: E402
 from llm2vec_search.index import index_home  # noqa: E402
 from llm2vec_search.instructions import instruction_for  # noqa: E402
@@ -111,4 +112,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except L2VError as e:  # bad --data or --split: one line, as the CLI reports it
+        sys.exit(f"error: {e}")
