@@ -37,4 +37,4 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 lint: install
-	$(VENV)/bin/ruff check llm2vec_search tests benchmarks
+	$(VENV)/bin/ruff check llm2vec_search tests benchmarks recipes

@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +250,32 @@ def test_bad_inputs(tmp_path, tiny_model_dir, text_file):
                               device="cpu", max_seq_length=16, eval_blocks=4, batch_size=2), resume=True)
     with pytest.raises(UsageError, match="mask policy"):
         MNTPConfig(mask_policy="random")
+
+
+def test_title_pairs_recipe_mines_bodies_never_the_document_itself(tmp_path, tiny_model_dir, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("title_pairs", Path(__file__).parents[1] / "recipes/title_pairs.py")
+    title_pairs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(title_pairs)
+    rng = random.Random(1)
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    docs = [{"_id": f"d{i}", "title": " ".join(rng.choices(WORDS, k=4)), "text": " ".join(rng.choices(WORDS, k=12))}
+            for i in range(30)] + [{"_id": "short", "title": "a b c", "text": "too short"}]
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
+    out = tmp_path / "pairs.jsonl"
+    args = [str(folder), str(out), "--n", "12", "--model", str(tiny_model_dir), "--index-dir", str(tmp_path / "idx"),
+            "--depth", "1", "10", "--min-words", "5", "--instruction", "find it"]
+    assert title_pairs.main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    body = {d["title"]: d["text"] for d in docs}
+    assert len(rows) == 12
+    for r in rows:
+        assert r["positive"] == body[r["query"]] and r["instruction"] == "find it"
+        assert r["negative"] in body.values() and r["negative"] != r["positive"] and r["negative"] != "too short"
+    (src,) = train_data.load_jsonl(out)
+    assert src.has_negatives and src.instruction == "find it"
+    capsys.readouterr()
+    assert title_pairs.main([str(tmp_path / "missing"), str(tmp_path / "x.jsonl")]) == 1
+    assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "x.jsonl").exists()

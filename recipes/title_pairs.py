@@ -1,0 +1,78 @@
+"""Title -> body training triplets from a BEIR corpus (no queries, no judgments used).
+
+Each sampled document gives one row for `l2v-search train supervised --jsonl`: its title as the
+query, its text without the title as the positive, and as hard negative the body of a document the
+mining encoder ranks at `--depth` for that title (never the document itself). This is unsupervised
+adaptation to the corpus (as in E5's title-abstract pairs or GPL), so evaluation on that corpus is
+in-domain: say so wherever its numbers are reported.
+
+    python recipes/title_pairs.py ../shared/data/scifact runs/titles-scifact.jsonl --n 1000 \
+        --model llm2vec-smollm2-135m --index-dir runs/indexes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+from llm2vec_search.errors import UsageError
+from llm2vec_search.instructions import instruction_for
+from llm2vec_search.manifest import write_text_atomic
+from llm2vec_search.train.data import encoder_negatives
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("beir", type=Path, help="BEIR folder (its corpus.jsonl is read)")
+    p.add_argument("output", type=Path, help="JSONL to write")
+    p.add_argument("--n", type=int, default=1000, help="documents to sample")
+    p.add_argument("--model", default="llm2vec-smollm2-135m", help="encoder that mines the negatives")
+    p.add_argument("--index-dir", default=None, help="where eval caches that encoder's corpus index")
+    p.add_argument("--depth", type=int, nargs=2, default=(5, 30), help="ranks to draw negatives from")
+    p.add_argument("--min-words", type=int, default=30, help="skip documents with a shorter body")
+    p.add_argument("--instruction", default=None,
+                   help="query instruction (default: the dataset's own, as eval uses it)")
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args(argv)
+    try:
+        corpus_file = args.beir / "corpus.jsonl"
+        if not corpus_file.is_file():
+            raise UsageError(f"{args.beir} is not a BEIR folder: corpus.jsonl is missing")
+        docs = {}
+        with open(corpus_file, encoding="utf-8") as f:
+            for line in f:
+                d = json.loads(line)
+                title, body = (d.get("title") or "").strip(), (d.get("text") or "").strip()
+                if len(title.split()) >= 3 and len(body.split()) >= args.min_words:
+                    docs[str(d["_id"])] = (title, body)
+        if not docs:
+            raise UsageError(f"{corpus_file}: no document with both a title and a body")
+        rng = random.Random(args.seed)
+        ids = sorted(docs)
+        rng.shuffle(ids)
+        ids = ids[: args.n]
+        instruction = args.instruction or instruction_for(args.beir.resolve().name)
+        if not instruction:
+            raise UsageError(f"no known instruction for {args.beir.resolve().name!r}: pass --instruction")
+        queries = {f"title:{i}": docs[i][0] for i in ids}
+        own = {f"title:{i}": {i: 1} for i in ids}  # the document itself is never a negative
+        negs = encoder_negatives(args.beir, queries, own, tuple(args.depth), args.model, instruction, args.index_dir)
+        rows = []
+        for i in ids:
+            cands = [d for d in negs.get(f"title:{i}", []) if d in docs]
+            if cands:
+                rows.append({"query": docs[i][0], "positive": docs[i][1], "negative": docs[rng.choice(cands)][1],
+                             "instruction": instruction})
+        write_text_atomic(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        print(f"{args.output}: {len(rows)} title -> body triplets from {args.beir}")
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
