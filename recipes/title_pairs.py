@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                     docs[str(d["_id"])] = (title, body)
         if not docs:
             raise UsageError(f"{corpus_file}: no document with both a title and a body")
+        if args.n < 1:
+            raise UsageError(f"--n must be at least 1, got {args.n}")
         rng = random.Random(args.seed)
         ids = sorted(docs)
         rng.shuffle(ids)
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             if cands:
                 rows.append({"query": docs[i][0], "positive": docs[i][1], "negative": docs[rng.choice(cands)][1],
                              "instruction": instruction})
+        if not rows:
+            raise UsageError(f"{args.model} ranked no other titled document for any title: nothing written")
         write_text_atomic(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         print(f"{args.output}: {len(rows)} title -> body triplets from {args.beir}")
     except UsageError as e:

@@ -277,5 +277,7 @@ def test_title_pairs_recipe_mines_bodies_never_the_document_itself(tmp_path, tin
     (src,) = train_data.load_jsonl(out)
     assert src.has_negatives and src.instruction == "find it"
     capsys.readouterr()
-    assert title_pairs.main([str(tmp_path / "missing"), str(tmp_path / "x.jsonl")]) == 1
-    assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "x.jsonl").exists()
+    x = str(tmp_path / "x.jsonl")
+    for bad in ([str(tmp_path / "missing"), x], [str(folder), x, "--n", "0"]):
+        assert title_pairs.main(bad) == 1
+        assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "x.jsonl").exists()
