@@ -18,7 +18,8 @@ import random
 import sys
 from pathlib import Path
 
-from llm2vec_search.errors import UsageError
+from llm2vec_search.corpus import read_corpus
+from llm2vec_search.errors import L2VError, UsageError
 from llm2vec_search.instructions import instruction_for
 from llm2vec_search.manifest import write_text_atomic
 from llm2vec_search.train.data import encoder_negatives
@@ -41,13 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         corpus_file = args.beir / "corpus.jsonl"
         if not corpus_file.is_file():
             raise UsageError(f"{args.beir} is not a BEIR folder: corpus.jsonl is missing")
-        docs = {}
-        with open(corpus_file, encoding="utf-8") as f:
-            for line in f:
-                d = json.loads(line)
-                title, body = (d.get("title") or "").strip(), (d.get("text") or "").strip()
-                if len(title.split()) >= 3 and len(body.split()) >= args.min_words:
-                    docs[str(d["_id"])] = (title, body)
+        docs = {r.id: (r.title.strip(), r.text.strip()) for r in read_corpus(args.beir)
+                if len(r.title.split()) >= 3 and len(r.text.split()) >= args.min_words}
         if not docs:
             raise UsageError(f"{corpus_file}: no document with both a title and a body")
         if args.n < 1:
@@ -72,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{args.model} ranked no other titled document for any title: nothing written")
         write_text_atomic(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         print(f"{args.output}: {len(rows)} title -> body triplets from {args.beir}")
-    except UsageError as e:
+    except L2VError as e:  # bad folder, malformed corpus row, unloadable --model: one line
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
