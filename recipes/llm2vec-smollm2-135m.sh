@@ -51,16 +51,14 @@ $L2V train export runs/round2/encoder runs/round2-export  # v2, shipped until v3
 # 6. Round 4 (measured, not shipped by itself; round 5 starts from it): 2,000 title -> abstract
 #    triplets from the SciFact and NFCorpus corpora (no queries, no judgments), negatives from v2's
 #    ranks 5-30, plus the round-2 sources; v2's supervised adapter trained 80 more steps.
-ROUND2_SOURCES=(
-  --beir "$DATA/scifact" --beir-instruction "Given a scientific claim, retrieve documents that support or refute the claim"
-  --beir "$DATA/nfcorpus" --beir-instruction "Given a question, retrieve relevant documents that best answer the question"
-  --max-pairs-per-query 2 --holdout 100 --index-dir runs/indexes
-  --query-instruction "Given a question, retrieve relevant documents that best answer the question"
-  --batch-size 32 --mini-batch 32 --lr 1e-4 --warmup-steps 5 --max-length 128 --save-every 10
-)
 "$PY" recipes/title_pairs.py "$DATA/scifact" runs/titles-scifact.jsonl --n 1000 --model runs/round2-export --index-dir runs/indexes
 "$PY" recipes/title_pairs.py "$DATA/nfcorpus" runs/titles-nfcorpus.jsonl --n 1000 --model runs/round2-export --index-dir runs/indexes
-$L2V train supervised --model runs/simcse/encoder --output runs/round4 "${ROUND2_SOURCES[@]}" \
+$L2V train supervised --model runs/simcse/encoder --output runs/round4 \
+  --beir "$DATA/scifact" --beir-instruction "Given a scientific claim, retrieve documents that support or refute the claim" \
+  --beir "$DATA/nfcorpus" --beir-instruction "Given a question, retrieve relevant documents that best answer the question" \
+  --max-pairs-per-query 2 --holdout 100 --index-dir runs/indexes \
+  --query-instruction "Given a question, retrieve relevant documents that best answer the question" \
+  --batch-size 32 --mini-batch 32 --lr 1e-4 --warmup-steps 5 --max-length 128 --save-every 10 \
   --init-adapter runs/round2-export/supervised --negatives encoder --negatives-model runs/round2-export \
   --jsonl runs/titles-scifact.jsonl --jsonl runs/titles-nfcorpus.jsonl --max-pairs 1000 \
   --snli "$DATA/nli_snli_devtest/snli_devtest_triplets.tsv" --mrpc "$DATA/mrpc/msr_paraphrase_train.txt" \
