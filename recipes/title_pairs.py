@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
     try:
+        if args.n < 1:
+            raise UsageError(f"--n must be at least 1, got {args.n}")
         corpus_file = args.beir / "corpus.jsonl"
         if not corpus_file.is_file():
             raise UsageError(f"{args.beir} is not a BEIR folder: corpus.jsonl is missing")
@@ -46,8 +48,6 @@ def main(argv: list[str] | None = None) -> int:
                 if len(r.title.split()) >= 3 and len(r.text.split()) >= args.min_words}
         if not docs:
             raise UsageError(f"{corpus_file}: no document with both a title and a body")
-        if args.n < 1:
-            raise UsageError(f"--n must be at least 1, got {args.n}")
         rng = random.Random(args.seed)
         ids = sorted(docs)
         rng.shuffle(ids)
