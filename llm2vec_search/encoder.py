@@ -10,9 +10,11 @@ count under a padded-token budget, which removes almost all padding work.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -349,7 +351,8 @@ def merge_adapters(model, adapters, into=None):
     target = model if into is None else into
     for a in adapters:
         try:
-            merged = PeftModel.from_pretrained(target, str(a)).merge_and_unload()
+            with quiet_peft():
+                merged = PeftModel.from_pretrained(target, str(a)).merge_and_unload()
         except Exception as e:  # peft/safetensors raise many types for bad files
             raise ModelError(f"cannot load adapter {a}: {_first_line(e)}") from None
         if into is None:
@@ -359,6 +362,15 @@ def merge_adapters(model, adapters, into=None):
     if into is not None and hasattr(model, "model"):
         model.model = target
     return model
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """Silence the FutureWarning transformers raises each time peft wraps a model (peft reads the
+    deprecated ``is_gradient_checkpointing``): users of ``query`` would otherwise see it per adapter."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def _first_line(e: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,21 @@ def test_warm_start_loads_the_adapter_and_refuses_another_shape(tiny_model_dir, 
         load_adapter_weights(fresh(LoraConfig(r=8)), tmp_path / "adapter", LoraConfig(r=8))
     with pytest.raises(UsageError, match="no adapter_model.safetensors"):
         load_adapter_weights(warm, tmp_path, LoraConfig())
+
+
+def test_wrapping_and_merging_adapters_prints_no_warnings(tiny_model_dir, tmp_path):
+    from llm2vec_search.encoder import load_model_and_tokenizer, merge_adapters
+    from llm2vec_search.models import resolve
+    from llm2vec_search.train.common import LoraConfig, add_lora
+
+    def base():
+        return load_model_and_tokenizer(resolve(str(tiny_model_dir)), device=torch.device("cpu"))[0]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        add_lora(base(), LoraConfig()).save_pretrained(tmp_path / "adapter", safe_serialization=True)
+        merge_adapters(base(), [tmp_path / "adapter"])
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
 
 
 def test_bad_inputs(tmp_path, tiny_model_dir, text_file):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..encoder import quiet_peft
 from ..errors import UsageError
 from ..manifest import library_versions, read_json, sha256_file, write_json_atomic
 from ..models import ENCODER_MANIFEST_KIND
@@ -40,7 +41,8 @@ def add_lora(base: torch.nn.Module, cfg: LoraConfig):
     peft_cfg = PeftLoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets), bias="none"
     )
-    return get_peft_model(base, peft_cfg)
+    with quiet_peft():
+        return get_peft_model(base, peft_cfg)
 
 
 def load_adapter_weights(peft_model, adapter: str | os.PathLike, cfg: LoraConfig) -> dict[str, Any]:
