@@ -37,10 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instruction", default=None,
                    help="query instruction (default: the dataset's own, as eval uses it)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--skip", type=int, default=0,
+                   help="leave out the first N sampled documents (an earlier run's, with the same seed and --n >= N)")
     args = p.parse_args(argv)
     try:
         if args.n < 1:
             raise UsageError(f"--n must be at least 1, got {args.n}")
+        if not 0 <= args.skip < args.n:
+            raise UsageError(f"--skip must be between 0 and --n - 1, got {args.skip}")
         corpus_file = args.beir / "corpus.jsonl"
         if not corpus_file.is_file():
             raise UsageError(f"{args.beir} is not a BEIR folder: corpus.jsonl is missing")
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         rng = random.Random(args.seed)
         ids = sorted(docs)
         rng.shuffle(ids)
-        ids = ids[: args.n]
+        ids = ids[args.skip : args.n]
         instruction = args.instruction or instruction_for(args.beir.resolve().name)
         if not instruction:
             raise UsageError(f"no known instruction for {args.beir.resolve().name!r}: pass --instruction")

@@ -268,12 +268,37 @@ def test_bad_inputs(tmp_path, tiny_model_dir, text_file):
         MNTPConfig(mask_policy="random")
 
 
-def test_title_pairs_recipe_mines_bodies_never_the_document_itself(tmp_path, tiny_model_dir, capsys):
+def _recipe(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("title_pairs", Path(__file__).parents[1] / "recipes/title_pairs.py")
-    title_pairs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(title_pairs)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / f"recipes/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_validation_split_holds_exactly_the_queries_training_held_out(tmp_path, capsys):
+    from llm2vec_search.evaluate import load_beir
+
+    folder = write_beir(tmp_path / "data" / "toy", n_docs=40, n_queries=12)
+    (folder / "qrels" / "train.tsv").write_text((folder / "qrels" / "test.tsv").read_text() + "q10\td3\t1\n")
+    trained = {e.query_id for e in train_data.load_beir(folder, holdout=3, negatives="none").examples}
+    recipe = _recipe("validation_split")
+    out = tmp_path / "val" / "toy"
+    assert recipe.main([str(folder), str(out), "--holdout", "3"]) == 0
+    queries, qrels, _ = load_beir(out, "val")
+    assert set(queries) == {"q9", "q10", "q11"} and not set(queries) & trained  # numeric-aware: q9 < q10
+    assert len(trained) == 9 and qrels["q10"] == {"d10": 1, "d3": 1}
+    assert load_beir(out, "test")[1] == load_beir(folder, "test")[1]  # the other splits stay readable
+    capsys.readouterr()
+    for bad in ([str(folder), str(tmp_path / "renamed"), "--holdout", "3"], [str(folder), str(out), "--holdout", "12"],
+                [str(tmp_path / "nowhere"), str(tmp_path / "nowhere"), "--holdout", "1"]):
+        assert recipe.main(bad) == 1
+        assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_title_pairs_recipe_mines_bodies_never_the_document_itself(tmp_path, tiny_model_dir, capsys):
+    title_pairs = _recipe("title_pairs")
     rng = random.Random(1)
     folder = tmp_path / "toy"
     folder.mkdir()
@@ -292,8 +317,12 @@ def test_title_pairs_recipe_mines_bodies_never_the_document_itself(tmp_path, tin
         assert r["negative"] in body.values() and r["negative"] != r["positive"] and r["negative"] != "too short"
     (src,) = train_data.load_jsonl(out)
     assert src.has_negatives and src.instruction == "find it"
+    later = tmp_path / "later.jsonl"  # a later round: the documents after the first run's 5
+    assert title_pairs.main([str(folder), str(later), *args[2:], "--skip", "5"]) == 0
+    later_titles = [json.loads(line)["query"] for line in later.read_text().splitlines()]
+    assert later_titles == [r["query"] for r in rows][5:]
     capsys.readouterr()
     x = str(tmp_path / "x.jsonl")
-    for bad in ([str(tmp_path / "missing"), x], [str(folder), x, "--n", "0"]):
+    for bad in ([str(tmp_path / "missing"), x], [str(folder), x, "--n", "0"], [str(folder), x, "--skip", "1000"]):
         assert title_pairs.main(bad) == 1
         assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "x.jsonl").exists()

@@ -130,8 +130,10 @@ def load_beir(
     corpus, queries, qrels = _read_beir(folder, split)
     rng = random.Random(seed)
     pairs = []
-    ordered = sorted(qrels, key=lambda q: (len(q), q))
-    for qid in ordered[: len(ordered) - holdout]:
+    held_out = set(holdout_queries(qrels, holdout))
+    for qid in sorted(qrels, key=_numeric_aware):
+        if qid in held_out:
+            continue
         rel = sorted(d for d, s in qrels[qid].items() if s > 0 and d in corpus)
         if qid not in queries or not rel:
             continue
@@ -161,6 +163,19 @@ def load_beir(
 
 
 NEGATIVES = ("bm25", "encoder", "none")
+
+
+def _numeric_aware(qid: str) -> tuple[int, str]:
+    return len(qid), qid
+
+
+def holdout_queries(qrels: Mapping[str, object], n: int) -> list[str]:
+    """The query ids ``load_beir(..., holdout=n)`` keeps out of training: the last ``n`` in
+    numeric-aware order (``recipes/validation_split.py`` turns them into a validation split)."""
+    if n < 0:
+        raise UsageError(f"holdout must be >= 0, got {n}")
+    ordered = sorted(qrels, key=_numeric_aware)
+    return ordered[len(ordered) - n :] if n else []
 
 
 def bm25_negatives(corpus, queries: dict[str, str], qrels, depth: tuple[int, int]) -> dict[str, list[str]]:

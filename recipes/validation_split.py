@@ -1,0 +1,66 @@
+"""A BEIR folder whose ``val`` split holds the train queries that supervised training held out.
+
+`l2v-search train supervised --beir DIR --holdout N` never trains on the last N query ids of
+DIR's train qrels; this writes a view of DIR (corpus, queries and existing splits linked, not
+copied) with those N queries as `qrels/val.tsv`, so that
+
+    python recipes/validation_split.py ../shared/data/scifact runs/val/scifact --holdout 100
+    l2v-search eval runs/val/scifact --split val --index-dir runs/indexes
+
+scores a candidate encoder on them over the full corpus. The folder keeps the dataset's name:
+eval picks the task instruction by it, and its cached corpus index is the one the test split uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from llm2vec_search.errors import L2VError, UsageError
+from llm2vec_search.evaluate import load_beir
+from llm2vec_search.manifest import write_text_atomic
+from llm2vec_search.train.data import holdout_queries
+
+
+def write_validation_split(src: Path, dst: Path, holdout: int, split: str = "train", name: str = "val") -> int:
+    """Link ``src`` into ``dst`` and write ``dst/qrels/<name>.tsv``; returns the number of queries."""
+    src, dst = src.resolve(), dst.resolve()
+    if src.name != dst.name:
+        raise UsageError(f"{dst} must keep the dataset's folder name {src.name!r} (eval picks the instruction "
+                         "and the cached corpus index by it)")
+    if holdout < 1:
+        raise UsageError(f"--holdout must be at least 1, got {holdout}")
+    _, qrels, _ = load_beir(src, split)
+    if holdout >= len(qrels):
+        raise UsageError(f"--holdout {holdout} leaves nothing to train on: {split!r} has {len(qrels)} queries")
+    held = holdout_queries(qrels, holdout)
+    (dst / "qrels").mkdir(parents=True, exist_ok=True)
+    for rel in ["corpus.jsonl", "queries.jsonl", *(f"qrels/{p.name}" for p in (src / "qrels").glob("*.tsv"))]:
+        link = dst / rel
+        if rel != f"qrels/{name}.tsv" and not link.exists():
+            link.symlink_to(src / rel)
+    rows = [f"{q}\t{d}\t{g}\n" for q in held for d, g in sorted(qrels[q].items())]
+    write_text_atomic(dst / "qrels" / f"{name}.tsv", "query-id\tcorpus-id\tscore\n" + "".join(rows))
+    return len(held)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("beir", type=Path, help="BEIR folder with the train split training used")
+    p.add_argument("output", type=Path, help="folder to write (same name as the dataset's)")
+    p.add_argument("--holdout", type=int, required=True, help="the --holdout given to train supervised")
+    p.add_argument("--split", default="train", help="the --beir-split given to train supervised")
+    p.add_argument("--name", default="val", help="name of the split to write")
+    args = p.parse_args(argv)
+    try:
+        n = write_validation_split(args.beir, args.output, args.holdout, args.split, args.name)
+    except L2VError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.output}/qrels/{args.name}.tsv: {n} held-out {args.split} queries of {args.beir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
