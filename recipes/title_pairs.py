@@ -1,10 +1,15 @@
-"""Title -> body training triplets from a BEIR corpus (no queries, no judgments used).
+"""Title -> body (or keyword -> document) training triplets from a BEIR corpus (no queries, no judgments used).
 
 Each sampled document gives one row for `l2v-search train supervised --jsonl`: its title as the
 query, its text without the title as the positive, and as hard negative the body of a document the
 mining encoder ranks at `--depth` for that title (never the document itself). This is unsupervised
 adaptation to the corpus (as in E5's title-abstract pairs or GPL), so evaluation on that corpus is
 in-domain: say so wherever its numbers are reported.
+
+With `--query keyword` the query is instead one rare word of the title that the body repeats (a
+word of 4+ letters in `--df` documents of the corpus), the positive is the whole document, and the
+negative never contains the word: one-word topic queries ("tangeretin", "kohlrabi") are where a
+small dense encoder trails BM25, and these rows teach it to rank documents that name the topic.
 
     python recipes/title_pairs.py ../shared/data/scifact runs/titles-scifact.jsonl --n 1000 \
         --model llm2vec-smollm2-135m --index-dir runs/indexes
@@ -15,14 +20,36 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 from llm2vec_search.corpus import read_corpus
 from llm2vec_search.errors import L2VError, UsageError
 from llm2vec_search.instructions import instruction_for
 from llm2vec_search.manifest import write_text_atomic
-from llm2vec_search.train.data import encoder_negatives
+from llm2vec_search.train.data import doc_text, encoder_negatives
+
+WORD = re.compile(r"[A-Za-z][A-Za-z-]{2,}[A-Za-z]")  # 4+ letters: no numbers, units or abbreviations like "DNA"
+
+
+def words(text: str) -> set[str]:
+    return {w.lower() for w in WORD.findall(text)}
+
+
+def pick_keywords(docs: dict[str, tuple[str, str]], ids: list[str], df_range: tuple[int, int],
+                  rng: random.Random) -> dict[str, str]:
+    """For each document id that has one, a word of its title that its body repeats and that
+    ``df_range[0]..df_range[1]`` documents of ``docs`` contain (rare enough to name the topic)."""
+    df = Counter(w for title, body in docs.values() for w in words(f"{title} {body}"))
+    chosen = {}
+    for i in ids:
+        title, body = docs[i]
+        cands = sorted(w for w in words(title) & words(body) if df_range[0] <= df[w] <= df_range[1])
+        if cands:
+            chosen[i] = rng.choice(cands)
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instruction", default=None,
                    help="query instruction (default: the dataset's own, as eval uses it)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--query", choices=("title", "keyword"), default="title", help="what a row's query is")
+    p.add_argument("--df", type=int, nargs=2, default=(3, 30),
+                   help="--query keyword: how many documents may contain the word (min, max)")
     p.add_argument("--skip", type=int, default=0,
                    help="leave out the first N sampled documents (an earlier run's, with the same seed and --n >= N)")
     args = p.parse_args(argv)
@@ -59,19 +89,30 @@ def main(argv: list[str] | None = None) -> int:
         instruction = args.instruction or instruction_for(args.beir.resolve().name)
         if not instruction:
             raise UsageError(f"no known instruction for {args.beir.resolve().name!r}: pass --instruction")
-        queries = {f"title:{i}": docs[i][0] for i in ids}
-        own = {f"title:{i}": {i: 1} for i in ids}  # the document itself is never a negative
-        negs = encoder_negatives(args.beir, queries, own, tuple(args.depth), args.model, instruction, args.index_dir)
+        if args.query == "title":
+            queries = {i: docs[i][0] for i in ids}
+            own = {i: {i: 1} for i in ids}  # the document itself is never a negative
+        else:
+            queries = pick_keywords(docs, ids, tuple(args.df), rng)
+            bags = {d: words(f"{t} {b}") for d, (t, b) in docs.items()}  # a document naming the word may be relevant
+            own = {i: {d: 1 for d, bag in bags.items() if w in bag} for i, w in queries.items()}
+        if not queries:
+            raise UsageError(f"no sampled document has a title word in {args.df[0]}-{args.df[1]} documents")
+        negs = encoder_negatives(args.beir, {f"q:{i}": q for i, q in queries.items()},
+                                 {f"q:{i}": o for i, o in own.items()}, tuple(args.depth), args.model, instruction,
+                                 args.index_dir)
         rows = []
-        for i in ids:
-            cands = [d for d in negs.get(f"title:{i}", []) if d in docs]
+        for i, query in queries.items():
+            cands = [d for d in negs.get(f"q:{i}", []) if d in docs]
             if cands:
-                rows.append({"query": docs[i][0], "positive": docs[i][1], "negative": docs[rng.choice(cands)][1],
-                             "instruction": instruction})
+                neg = docs[rng.choice(cands)]
+                pos, neg = (docs[i][1], neg[1]) if args.query == "title" else (doc_text(*docs[i]), doc_text(*neg))
+                rows.append({"query": query, "positive": pos, "negative": neg, "instruction": instruction})
         if not rows:
-            raise UsageError(f"{args.model} ranked no other titled document for any title: nothing written")
+            raise UsageError(f"{args.model} ranked no other titled document for any query: nothing written")
         write_text_atomic(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        print(f"{args.output}: {len(rows)} title -> body triplets from {args.beir}")
+        print(f"{args.output}: {len(rows)} {args.query} -> {'body' if args.query == 'title' else 'document'} "
+              f"triplets from {args.beir}")
     except L2VError as e:  # bad folder, malformed corpus row, unloadable --model: one line
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -297,6 +297,32 @@ def test_validation_split_holds_exactly_the_queries_training_held_out(tmp_path, 
         assert capsys.readouterr().err.startswith("error: ")
 
 
+def test_keyword_pairs_query_a_rare_title_word_and_negatives_never_name_it(tmp_path, tiny_model_dir):
+    title_pairs = _recipe("title_pairs")
+    rng = random.Random(2)
+    topics = "horse sheep tiger wolf deer rabbit mouse lion bear bird".split()  # each in 3 documents
+    common = ["the", "of", "cell"]  # in every document: never a keyword
+    docs = []
+    for i in range(30):
+        topic = topics[i % 10]
+        title = " ".join([topic.capitalize(), *common, *rng.choices(["red", "blue", "fish"], k=2)])
+        body = " ".join([*common, topic, *rng.choices(["is", "a"], k=30)])
+        docs.append({"_id": f"d{i}", "title": title, "text": body})
+    folder = tmp_path / "kw"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
+    out = tmp_path / "kw.jsonl"
+    assert title_pairs.main([str(folder), str(out), "--query", "keyword", "--df", "2", "5", "--n", "30",
+                             "--model", str(tiny_model_dir), "--index-dir", str(tmp_path / "idx"),
+                             "--depth", "0", "29", "--instruction", "find it"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 30
+    for r in rows:
+        assert r["query"] in topics and r["instruction"] == "find it"
+        assert r["positive"].startswith(r["query"].capitalize() + " ") and f" {r['query']} " in r["positive"]
+        assert r["query"] not in title_pairs.words(r["negative"])
+
+
 def test_title_pairs_recipe_mines_bodies_never_the_document_itself(tmp_path, tiny_model_dir, capsys):
     title_pairs = _recipe("title_pairs")
     rng = random.Random(1)
