@@ -87,7 +87,60 @@ $L2V train supervised --model runs/simcse/encoder --output runs/round5 \
   --query-instruction "Given a question, retrieve relevant documents that best answer the question" \
   --steps 70 --batch-size 32 --mini-batch 32 --lr 1e-4 --warmup-steps 5 --max-length 128 --save-every 10
 
-# 8. Ship: adapters in fp16 inside the package (the model card stays; the package manifest also
-#    keeps the round-2 and round-4 recipes as supervised_round2 / supervised_round4).
-$L2V train export runs/round5/encoder runs/round5-export
-cp runs/round5-export/supervised/* llm2vec_search/encoders/llm2vec-smollm2-135m/supervised/
+$L2V train export runs/round5/encoder runs/round5-export  # v3, shipped until v4
+
+# 8. Rounds 6 and 7 start from v3 (runs/round5-export): its fp16 MNTP + SimCSE adapters as the
+#    model (runs/stage-simcse, the manifest cut after SimCSE), its supervised adapter as the warm
+#    start, and negatives mined by v3 itself (ranks 5-30 for corpus pairs, 3-30 for qrels).
+"$PY" - <<'PY'
+import json, os
+src, dst = os.path.abspath("runs/round5-export"), "runs/stage-simcse"
+os.makedirs(dst, exist_ok=True)
+m = json.load(open(f"{src}/manifest.json"))
+m["adapters"] = ["mntp", "simcse"]
+json.dump(m, open(f"{dst}/manifest.json", "w"), indent=2)
+for name in m["adapters"]:
+    if not os.path.islink(f"{dst}/{name}"):
+        os.symlink(f"{src}/{name}", f"{dst}/{name}")
+PY
+"$PY" recipes/title_pairs.py "$DATA/nfcorpus" runs/titles-nfcorpus-r6.jsonl --n 2000 --skip 1000 \
+  --model runs/round5-export --index-dir runs/indexes  # 1,000 NFCorpus documents not in round 4's sample
+"$PY" recipes/title_pairs.py "$DATA/scifact" runs/titles-scifact-r6.jsonl --n 600 --seed 6 \
+  --model runs/round5-export --index-dir runs/indexes
+
+# 9. Round 6 (tried, not shipped: both validation numbers fell slightly): NFCorpus train qrels
+#    back in (one pair per query), SciFact qrels, the new title pairs; 120 steps.
+$L2V train supervised --model runs/stage-simcse --output runs/round6 \
+  --init-adapter runs/round5-export/supervised \
+  --beir "$DATA/nfcorpus" --beir-instruction "Given a question, retrieve relevant documents that best answer the question" \
+  --beir "$DATA/scifact" --beir-instruction "Given a scientific claim, retrieve documents that support or refute the claim" \
+  --max-pairs 2000 --max-pairs-per-query 1 --holdout 100 \
+  --negatives encoder --negatives-model runs/round5-export --index-dir runs/indexes \
+  --jsonl runs/titles-nfcorpus-r6.jsonl --jsonl runs/titles-scifact-r6.jsonl \
+  --query-instruction "Given a question, retrieve relevant documents that best answer the question" \
+  --steps 120 --batch-size 32 --mini-batch 32 --lr 1e-4 --warmup-steps 5 --max-length 128 --save-every 10
+$L2V train export runs/round6/encoder runs/round6-export
+
+# 10. Round 7 (v4, shipped): one-word keyword queries (a rare title word the body repeats; the
+#     whole document as positive, negatives that never contain the word), SciFact qrels, the
+#     round-6 SciFact title pairs and the first 400 round-6 NFCorpus title pairs; no NFCorpus
+#     qrels. v3's supervised adapter trained 80 more steps (~50 min).
+"$PY" recipes/title_pairs.py "$DATA/nfcorpus" runs/kw-nfcorpus.jsonl --query keyword --n 2000 --seed 7 \
+  --model runs/round5-export --index-dir runs/indexes
+"$PY" recipes/title_pairs.py "$DATA/scifact" runs/kw-scifact.jsonl --query keyword --n 800 --seed 7 \
+  --model runs/round5-export --index-dir runs/indexes
+head -n 400 runs/titles-nfcorpus-r6.jsonl > runs/titles-nfcorpus-r7.jsonl
+$L2V train supervised --model runs/stage-simcse --output runs/round7 \
+  --init-adapter runs/round5-export/supervised \
+  --beir "$DATA/scifact" --beir-instruction "Given a scientific claim, retrieve documents that support or refute the claim" \
+  --max-pairs 1500 --max-pairs-per-query 2 --holdout 100 \
+  --negatives encoder --negatives-model runs/round5-export --index-dir runs/indexes \
+  --jsonl runs/kw-nfcorpus.jsonl --jsonl runs/kw-scifact.jsonl \
+  --jsonl runs/titles-scifact-r6.jsonl --jsonl runs/titles-nfcorpus-r7.jsonl \
+  --query-instruction "Given a question, retrieve relevant documents that best answer the question" \
+  --steps 80 --batch-size 32 --mini-batch 32 --lr 1e-4 --warmup-steps 5 --max-length 128 --save-every 10
+
+# 11. Ship: adapters in fp16 inside the package (the model card stays; the package manifest also
+#     keeps the earlier rounds' recipes as supervised_round1/2/4/5).
+$L2V train export runs/round7/encoder runs/round7-export
+cp runs/round7-export/supervised/* llm2vec_search/encoders/llm2vec-smollm2-135m/supervised/
