@@ -38,11 +38,12 @@ def words(text: str) -> set[str]:
     return {w.lower() for w in WORD.findall(text)}
 
 
-def pick_keywords(docs: dict[str, tuple[str, str]], ids: list[str], df_range: tuple[int, int],
-                  rng: random.Random) -> dict[str, str]:
+def pick_keywords(docs: dict[str, tuple[str, str]], bags: dict[str, set[str]], ids: list[str],
+                  df_range: tuple[int, int], rng: random.Random) -> dict[str, str]:
     """For each document id that has one, a word of its title that its body repeats and that
-    ``df_range[0]..df_range[1]`` documents of ``docs`` contain (rare enough to name the topic)."""
-    df = Counter(w for title, body in docs.values() for w in words(f"{title} {body}"))
+    ``df_range[0]..df_range[1]`` documents contain (rare enough to name the topic); ``bags`` holds
+    each document's ``words``."""
+    df = Counter(w for bag in bags.values() for w in bag)
     chosen = {}
     for i in ids:
         title, body = docs[i]
@@ -93,9 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             queries = {i: docs[i][0] for i in ids}
             own = {i: {i: 1} for i in ids}  # the document itself is never a negative
         else:
-            queries = pick_keywords(docs, ids, tuple(args.df), rng)
-            bags = {d: words(f"{t} {b}") for d, (t, b) in docs.items()}  # a document naming the word may be relevant
-            own = {i: {d: 1 for d, bag in bags.items() if w in bag} for i, w in queries.items()}
+            bags = {d: words(f"{t} {b}") for d, (t, b) in docs.items()}
+            queries = pick_keywords(docs, bags, ids, tuple(args.df), rng)
+            naming = {w: {} for w in queries.values()}  # a document naming the word may be relevant: never a negative
+            for d, bag in bags.items():
+                for w in bag & naming.keys():
+                    naming[w][d] = 1
+            own = {i: naming[w] for i, w in queries.items()}
         if not queries:
             raise UsageError(f"no sampled document has a title word in {args.df[0]}-{args.df[1]} documents")
         negs = encoder_negatives(args.beir, {f"q:{i}": q for i, q in queries.items()},
