@@ -40,7 +40,7 @@ class EncoderConfig:
     causal: bool = False  # keep the LLM's causal attention (the paper's "Uni" baseline)
     query_instruction: str = ""  # attended to, excluded from pooling
     document_instruction: str = ""
-    dtype: str = "auto"  # auto: bf16 on CUDA and on CPUs with AMX/AVX-512 bf16, else fp32
+    dtype: str = "auto"  # auto: bf16 on CUDA and on CPUs where it measures faster than fp32, else fp32
     device: str = "auto"  # auto: cuda if available, else cpu
     # Padded tokens per forward pass; None: 4096 on a CPU (cache-friendly: 10% more tokens/s than
     # 8192 on a 2-core EPYC, benchmarks/README.md) and 16384 on a GPU; never below max_length.
@@ -60,15 +60,61 @@ class EncoderConfig:
             raise UsageError(f"batch_tokens ({self.batch_tokens}) must be >= max_length ({self.max_length})")
 
 
-@functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """AMX or AVX-512 bf16: bf16 matmuls run ~4x faster than fp32 on such CPUs."""
+def _cpu_flags() -> list[str]:
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
+            return next((line for line in f if line.startswith("flags")), "").split()[2:]
     except OSError:
+        return []
+
+
+def _matmul_rate(dtype: torch.dtype, reps: int = 6) -> float:
+    """Multiply-adds per second of a matmul shaped like one of SmolLM2's MLP projections."""
+    import time
+
+    a, b = torch.randn(512, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+    a @ b  # warm-up: oneDNN picks and caches its kernel
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 512 * 576 * 1536 / best
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether bf16 matmuls beat fp32 on this CPU, measured once per machine and cached.
+
+    The flags alone mislead: with AMX bf16 runs ~4x faster than fp32, but a CPU with AVX-512
+    bf16 and no AMX (or AMX hidden by a hypervisor) was measured here running bf16 matmuls at
+    0.55x of fp32. So a CPU without bf16 instructions gets fp32, and one with them is measured
+    (~50 ms) and the answer kept in ``$L2V_SEARCH_HOME/cpu.json`` keyed by its model and flags.
+    """
+    flags = _cpu_flags()
+    if "amx_bf16" not in flags and "avx512_bf16" not in flags:
         return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    from .manifest import fingerprint, read_json, write_json_atomic
+    from .models import home
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    key = fingerprint([model, sorted(flags), torch.__version__, torch.get_num_threads()])
+    cache = home() / "cpu.json"
+    try:
+        known = read_json(cache)
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return bool(known[key]["bf16_fast"])
+    ratio = _matmul_rate(torch.bfloat16) / _matmul_rate(torch.float32)
+    with contextlib.suppress(OSError):
+        write_json_atomic(cache, {**known, key: {"cpu": model, "bf16_over_fp32": round(ratio, 2),
+                                                 "bf16_fast": ratio > 1.15}})
+    return ratio > 1.15
 
 
 def select_device(device: str = "auto") -> torch.device:

@@ -50,3 +50,32 @@ def test_truncation_keeps_the_first_tokens_and_counts_instructions(tiny_encoder)
     first = " ".join(long.split()[:budget])
     np.testing.assert_allclose(cut, tiny_encoder.encode([first], "find the cat"), atol=1e-5)
     assert tiny_encoder.stats.truncated == before + 1  # exactly at the budget: not truncated
+
+
+def test_bf16_choice_is_measured_once_per_machine(monkeypatch, tmp_path):
+    """AVX-512 bf16 without AMX ran bf16 matmuls at 0.55x of fp32 here: the flag alone must not pick bf16."""
+    import torch
+
+    from llm2vec_search import encoder as E
+
+    monkeypatch.setenv("L2V_SEARCH_HOME", str(tmp_path))
+    calls = []
+
+    def rate(dtype, reps=6):
+        calls.append(dtype)
+        return 1.0 if dtype == torch.bfloat16 else 2.0  # bf16 measured at half the fp32 rate
+
+    monkeypatch.setattr(E, "_matmul_rate", rate)
+    monkeypatch.setattr(E, "_cpu_flags", lambda: ["avx512f", "avx512_bf16"])
+    E.cpu_has_fast_bf16.cache_clear()
+    assert E.cpu_has_fast_bf16() is False and len(calls) == 2
+    E.cpu_has_fast_bf16.cache_clear()
+    assert E.cpu_has_fast_bf16() is False and len(calls) == 2  # the second process reads cpu.json
+    monkeypatch.setattr(E, "_cpu_flags", lambda: ["avx512f", "amx_bf16", "avx512_bf16"])
+    monkeypatch.setattr(E, "_matmul_rate", lambda dtype, reps=6: 4.0 if dtype == torch.bfloat16 else 1.0)
+    E.cpu_has_fast_bf16.cache_clear()
+    assert E.cpu_has_fast_bf16() is True  # other flags: another machine, measured anew
+    monkeypatch.setattr(E, "_cpu_flags", lambda: ["avx2"])
+    E.cpu_has_fast_bf16.cache_clear()
+    assert E.cpu_has_fast_bf16() is False  # no bf16 instructions: never measured
+    E.cpu_has_fast_bf16.cache_clear()
