@@ -7,12 +7,20 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build step at DEBUG
+
+def import_bm25s():
+    """bm25s, its logger quieted: importing it sets the "bm25s" logger to DEBUG, which printed
+    "DEBUG: Building index from IDs objects" in the middle of progress output."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 
 
 def _tokenize(texts: Sequence[str]):
-    import bm25s
     import Stemmer
+
+    bm25s = import_bm25s()
 
     return bm25s.tokenize(list(texts), stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False)
 
@@ -25,8 +33,7 @@ class BM25Index:
 
     @classmethod
     def build(cls, ids: Sequence[str], texts: Sequence[str]) -> BM25Index:
-        import bm25s
-
+        bm25s = import_bm25s()
         retriever = bm25s.BM25()
         retriever.index(_tokenize(texts), show_progress=False)
         return cls(retriever, list(ids))
@@ -38,8 +45,7 @@ class BM25Index:
 
     @classmethod
     def load(cls, folder: Path) -> BM25Index:
-        import bm25s
-
+        bm25s = import_bm25s()
         ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
         return cls(bm25s.BM25.load(str(folder)), ids)
 

@@ -180,9 +180,11 @@ def holdout_queries(qrels: Mapping[str, object], n: int) -> list[str]:
 
 def bm25_negatives(corpus, queries: dict[str, str], qrels, depth: tuple[int, int]) -> dict[str, list[str]]:
     """Candidate hard negatives per query: BM25 ranks depth[0]..depth[1], minus judged documents."""
-    import bm25s
     import Stemmer
 
+    from ..bm25 import import_bm25s
+
+    bm25s = import_bm25s()
     ids = list(corpus)
     stemmer = Stemmer.Stemmer("english")
     retriever = bm25s.BM25()
