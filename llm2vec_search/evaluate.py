@@ -14,6 +14,7 @@ Library use, e.g. for a training ablation::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .fusion import DEFAULT_FUSION, Fusion
 from .instructions import instruction_for
 from .manifest import library_versions, write_json_atomic, write_text_atomic
 from .metrics import METRICS, run_from_rankings, score_run
@@ -107,8 +109,9 @@ def evaluate_beir(
     split: str = "test",
     *,
     model: str = DEFAULT_ENCODER,
-    mode: str = "dense",
+    mode: str | None = None,
     instruction: str | None = None,
+    fusion: Fusion | None = None,
     k: int = 1000,
     ignore_identical_ids: bool = False,
     index_dir: str | Path | None = None,
@@ -125,9 +128,13 @@ def evaluate_beir(
     ``metrics.json``; ``result["metrics"]`` maps :data:`METRICS` keys to values, and
     ``result["per_query"]`` holds each query's values (written to ``per_query.json``, not to
     ``metrics.json``). With ``out``, writes ``run.trec``, ``per_query.json`` and ``metrics.json``.
+    ``mode`` None is the default of ``query``: hybrid (the cached index always has BM25), fused
+    by ``fusion`` (default :data:`~llm2vec_search.fusion.DEFAULT_FUSION`).
     """
     from .search import SearchIndex
 
+    mode = "hybrid" if mode is None else mode
+    fusion = fusion or DEFAULT_FUSION
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     if k <= 0:
@@ -156,7 +163,8 @@ def evaluate_beir(
     qids = list(data.queries)
     t1 = time.perf_counter()
     depth = k + 1 if ignore_identical_ids else k  # one hit may be the query itself
-    hits = idx.search([data.queries[q] for q in qids], depth, encoder=encoder, instruction=instruction, mode=mode)
+    hits = idx.search([data.queries[q] for q in qids], depth, encoder=encoder, instruction=instruction, mode=mode,
+                      fusion=fusion)
     t_search = time.perf_counter() - t1
     run = {  # qid -> [(doc, score)] in rank order
         qid: [(h.id, h.score) for h in qhits if not (ignore_identical_ids and h.id == qid)][:k]
@@ -168,6 +176,7 @@ def evaluate_beir(
                     "queries": len(qids), "qrels": sum(len(v) for v in data.qrels.values()),
                     "fingerprint": _dataset_fingerprint(dataset, split), **data.skipped},
         "mode": mode,
+        "fusion": dataclasses.asdict(fusion) if mode == "hybrid" else None,
         "instruction": instruction,
         "instruction_source": source,  # "table", "override", or None (none used)
         "encoder": idx.manifest["encoder"] if mode != "bm25" else None,

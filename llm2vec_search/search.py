@@ -1,6 +1,9 @@
-"""Query an index: dense (FAISS), BM25, or hybrid (reciprocal rank fusion), chunks folded into documents.
+"""Query an index: dense (FAISS), BM25, or hybrid (the two fused), chunks folded into documents.
 
-    query ─ encoder.encode_queries ─ FAISS top-(k·m) chunks ─ best chunk per document ─ top-k Hits
+    query ─ encoder.encode_queries ─ FAISS top-(k·m) chunks ─ best chunk per document ─┐
+          └──────────────────────── BM25 top-k' ─────────────────────────────────────── fuse ─ top-k Hits
+
+The default mode is hybrid where the index has both sides (:func:`SearchIndex.default_mode`).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import numpy as np
 
 from .embed import DOCS_FILE, iter_shards, read_documents
 from .errors import IndexStateError, UsageError
+from .fusion import DEFAULT_FUSION, Fusion, fuse
 from .index import BM25_DIR, FAISS_FILE, MANIFEST, PENDING_UPDATE, _read_manifest, index_home, list_indexes
 
 MODES = ("dense", "bm25", "hybrid")
-RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
+HYBRID_DEPTH = 100  # hits taken from each side before fusing (at least k)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +103,21 @@ class SearchIndex:
     def check_encoder(self, encoder) -> None:
         check_encoder(self.manifest, encoder)
 
+    @property
+    def has_bm25(self) -> bool:
+        return bool(self.manifest.get("bm25")) and (self.folder / BM25_DIR).is_dir()
+
+    @property
+    def default_mode(self) -> str:
+        """hybrid where the index has vectors and BM25, else the one side it has."""
+        if self.dense:
+            return "hybrid" if self.has_bm25 else "dense"
+        return "bm25"
+
+    def resolve_mode(self, mode: str | None) -> str:
+        """``mode``, or the index's default for None."""
+        return self.default_mode if mode is None else mode
+
     def bm25(self):
         if self._bm25 is None:
             from .bm25 import BM25Index
@@ -110,22 +129,27 @@ class SearchIndex:
 
     # -- search --------------------------------------------------------------------------------
     def search(self, queries: Sequence[str], k: int = 10, *, encoder=None, instruction: str | None = None,
-               mode: str = "dense", nprobe: int | None = None, ef_search: int | None = None) -> list[list[Hit]]:
+               mode: str | None = None, fusion: Fusion | None = None, nprobe: int | None = None,
+               ef_search: int | None = None) -> list[list[Hit]]:
+        """Top-``k`` hits per query; ``mode`` None is the index's :attr:`default_mode`."""
+        mode = self.resolve_mode(mode)
         _check(queries, k, mode)
         xq = None
         if mode != "bm25":
             encoder = encoder or self.load_encoder()
             xq = encoder.encode_queries(list(queries), instruction)
-        return self.search_embedded(xq, queries, k, mode=mode, nprobe=nprobe, ef_search=ef_search)
+        return self.search_embedded(xq, queries, k, mode=mode, fusion=fusion, nprobe=nprobe, ef_search=ef_search)
 
-    def search_embedded(self, xq: np.ndarray | None, queries: Sequence[str], k: int = 10, *, mode: str = "dense",
-                        nprobe: int | None = None, ef_search: int | None = None) -> list[list[Hit]]:
+    def search_embedded(self, xq: np.ndarray | None, queries: Sequence[str], k: int = 10, *,
+                        mode: str | None = None, fusion: Fusion | None = None, nprobe: int | None = None,
+                        ef_search: int | None = None) -> list[list[Hit]]:
         """Search with query vectors already computed (``None`` for BM25), e.g. by a micro-batcher."""
+        mode = self.resolve_mode(mode)
         _check(queries, k, mode)
         if mode != "bm25" and not self.dense:
             raise UsageError(f"index {self.name!r} is BM25-only: use --mode bm25")
         k = min(k, self.size)
-        depth = max(k, 100) if mode == "hybrid" else k
+        depth = max(k, HYBRID_DEPTH) if mode == "hybrid" else k
         dense = self._dense(xq, depth, nprobe, ef_search) if mode != "bm25" else None
         sparse = self._sparse(queries, depth) if mode != "dense" else None
         out = []
@@ -135,7 +159,7 @@ class SearchIndex:
             elif mode == "bm25":
                 ranked = [(doc, score, None) for doc, score in sparse[qi][:k]]
             else:
-                ranked = _rrf(dense[qi], [(d, s, None) for d, s in sparse[qi]])[:k]
+                ranked = fuse(dense[qi], [(d, s, None) for d, s in sparse[qi]], fusion or DEFAULT_FUSION)[:k]
             out.append([self._hit(doc, score, chunk) for doc, score, chunk in ranked])
         return out
 
@@ -193,17 +217,6 @@ def _check(queries: Sequence[str], k: int, mode: str) -> None:
         raise UsageError("queries must be a list of strings")
     if any(not q.strip() for q in queries):
         raise UsageError("empty query")
-
-
-def _rrf(*rankings: list[tuple[str, float, int | None]]) -> list[tuple[str, float, int | None]]:
-    """Reciprocal rank fusion: score = sum over rankings of 1 / (RRF_K + rank)."""
-    scores: dict[str, float] = {}
-    chunk: dict[str, int | None] = {}
-    for ranking in rankings:
-        for rank, (doc, _, c) in enumerate(ranking, 1):
-            scores[doc] = scores.get(doc, 0.0) + 1.0 / (RRF_K + rank)
-            chunk.setdefault(doc, c)
-    return sorted(((d, s, chunk[d]) for d, s in scores.items()), key=lambda x: -x[1])
 
 
 def load_index_encoder(manifest: dict, **overrides):

@@ -137,8 +137,10 @@ class SearchService:
                                               self.config.window_ms)
         return await self.batchers[key].submit(queries)
 
-    async def search(self, index: str | None, queries: list[str], k: int, instruction: str | None, mode: str):
+    async def search(self, index: str | None, queries: list[str], k: int, instruction: str | None,
+                     mode: str | None):
         idx = self.index(index)
+        mode = idx.resolve_mode(mode)
         xq = None
         if mode != "bm25":
             if not idx.dense:
@@ -166,14 +168,14 @@ def create_app(service: SearchService):
         k: int = Field(10, ge=1, le=MAX_K)
         instruction: str | None = Field(None, max_length=MAX_QUERY_CHARS)
         index: str | None = Field(None, max_length=200, pattern=r"^[\w.\-]+$")
-        mode: Literal["dense", "bm25", "hybrid"] = "dense"
+        mode: Literal["dense", "bm25", "hybrid"] | None = None  # None: the index's default (hybrid with BM25)
 
     class BatchRequest(BaseModel):
         queries: list[str] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
         k: int = Field(10, ge=1, le=MAX_K)
         instruction: str | None = Field(None, max_length=MAX_QUERY_CHARS)
         index: str | None = Field(None, max_length=200, pattern=r"^[\w.\-]+$")
-        mode: Literal["dense", "bm25", "hybrid"] = "dense"
+        mode: Literal["dense", "bm25", "hybrid"] | None = None
 
     app = FastAPI(title="llm2vec-search", version="0.1.0",
                   description="Semantic search over LLM2Vec embeddings, BM25 and hybrid.")
@@ -206,28 +208,28 @@ def create_app(service: SearchService):
             return JSONResponse({"error": f"unknown index {index!r}"}, status_code=404)
         except L2VError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
-        return hits, round((time.perf_counter() - t0) * 1000, 2)
+        return hits, round((time.perf_counter() - t0) * 1000, 2), service.index(index).resolve_mode(mode)
 
     @app.post("/search")
     async def search(req: SearchRequest):
         res = await run(req.index, [req.query], req.k, req.instruction, req.mode)
         if isinstance(res, JSONResponse):
             return res
-        hits, took = res
-        return {"results": [h.to_dict() for h in hits[0]], "took_ms": took}
+        hits, took, mode = res
+        return {"results": [h.to_dict() for h in hits[0]], "mode": mode, "took_ms": took}
 
     @app.post("/search/batch")
     async def search_batch(req: BatchRequest):
         res = await run(req.index, req.queries, req.k, req.instruction, req.mode)
         if isinstance(res, JSONResponse):
             return res
-        hits, took = res
-        return {"results": [[h.to_dict() for h in row] for row in hits], "took_ms": took}
+        hits, took, mode = res
+        return {"results": [[h.to_dict() for h in row] for row in hits], "mode": mode, "took_ms": took}
 
     @app.get("/indexes")
     async def indexes():
         return {"default": service.default, "indexes": [
-            {"name": n, "documents": i.size, "dense": i.dense,
+            {"name": n, "documents": i.size, "dense": i.dense, "default_mode": i.default_mode,
              "encoder": i.manifest["encoder"]["spec"] if i.dense else None,
              "faiss": i.manifest["faiss"]["factory"] if i.dense else None}
             for n, i in service.indexes.items()]}

@@ -27,7 +27,8 @@ def test_eval_json_table_and_compare(monkeypatch, capsys, beir, tmp_path, tiny_m
 
     # Dense with the tiny model; the folder is named scifact, so SciFact's instruction is used.
     code, out, err = run(monkeypatch, capsys, "eval", str(beir), "--model", str(tiny_model_dir), "--dtype", "fp32",
-                         "--max-length", "64", "--index-dir", home, "--out", str(tmp_path / "dense"), "-k", "20")
+                         "--max-length", "64", "--index-dir", home, "--out", str(tmp_path / "dense"), "-k", "20",
+                         "--mode", "dense")
     assert code == 0, err
     assert "ndcg@10" in out and "scifact / test: 8 queries, dense" in " ".join(out.split())
     assert "Given a scientific claim" in " ".join(err.split())
@@ -45,6 +46,13 @@ def test_eval_json_table_and_compare(monkeypatch, capsys, beir, tmp_path, tiny_m
                        "--json")
     cmp = json.loads(out)
     assert code == 0 and cmp["runs"][1]["paired_queries"] == 8 and set(cmp["runs"][1]["tests"]) == set(METRICS)
+
+    # The default mode is hybrid (convex fusion); the fusion is recorded with the run.
+    code, out, err = run(monkeypatch, capsys, "eval", str(beir), "--model", str(tiny_model_dir), "--dtype", "fp32",
+                         "--max-length", "64", "--index-dir", home, "--json", "-k", "20")
+    result = json.loads(out)
+    assert code == 0 and result["mode"] == "hybrid" and result["fusion"]["method"] == "convex"
+    assert result["index"]["reused"]  # the dense run's cached index serves the hybrid run too
 
 
 @pytest.mark.parametrize("args,message", [

@@ -41,7 +41,7 @@ def test_flat_search_equals_numpy_brute_force(corpus, tmp_path, tiny_encoder):
     assert len(rows) > 60  # long documents were split into windows, none cut
     queries = ["the cat eats food", "a virus in the cell", "river mountain city"]
     xq = tiny_encoder.encode_queries(queries)
-    for q, hits in zip(xq, idx.search(queries, k=5)):
+    for q, hits in zip(xq, idx.search(queries, k=5, mode="dense")):
         scores = xb @ q
         best: dict[str, float] = {}
         for (doc, _), s in sorted(zip(rows, scores), key=lambda x: -x[1]):

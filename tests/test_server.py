@@ -38,12 +38,13 @@ def test_contract(client):
     assert r.status_code == 200
     body = r.json()
     assert len(body["results"]) == 3 and set(body["results"][0]) == {"id", "score", "title", "text"}
-    assert body["took_ms"] >= 0
+    assert body["took_ms"] >= 0 and body["mode"] == "hybrid"  # the default where the index has BM25
     scores = [h["score"] for h in body["results"]]
     assert scores == sorted(scores, reverse=True)
     r = client.post("/search/batch", json={"queries": ["cat", "river"], "k": 2, "mode": "hybrid"})
     assert r.status_code == 200 and [len(x) for x in r.json()["results"]] == [2, 2]
     assert client.get("/indexes").json()["indexes"][0] == {"name": "docs", "documents": 30, "dense": True,
+                                                           "default_mode": "hybrid",
                                                            "encoder": client.get("/indexes").json()["indexes"][0]
                                                            ["encoder"], "faiss": "Flat"}
     assert client.get("/health").json()["status"] == "ok"

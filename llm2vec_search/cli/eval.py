@@ -10,7 +10,20 @@ from rich.table import Table
 
 from ..errors import UsageError
 from . import app, err, out
-from .options import DEFAULT_MODEL, Causal, Device, Dtype, Json, MaxLength, Model, Pooling, print_json
+from .options import (
+    DEFAULT_MODEL,
+    Alpha,
+    Causal,
+    Device,
+    Dtype,
+    FusionMethod,
+    Json,
+    MaxLength,
+    Model,
+    Pooling,
+    make_fusion,
+    print_json,
+)
 
 SHOWN = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "ndcg@100", "recall@10", "recall@100", "recall@1000", "mrr@10",
          "map@100")
@@ -41,7 +54,9 @@ def eval_cmd(
     dataset: Annotated[str, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")],
     split: Annotated[str, typer.Option(help="qrels/<split>.tsv to evaluate.")] = "test",
     model: Model = DEFAULT_MODEL,
-    mode: Annotated[str, typer.Option(help="dense | bm25 | hybrid (reciprocal rank fusion).")] = "dense",
+    mode: Annotated[str, typer.Option(help="dense | bm25 | hybrid (dense and BM25 fused; --fusion).")] = "hybrid",
+    fusion: FusionMethod = None,
+    alpha: Alpha = None,
     instruction: Annotated[str | None, typer.Option(
         "--instruction", "-i", help="Query instruction (default: the dataset's task instruction; '' for none).")
     ] = None,
@@ -71,7 +86,8 @@ def eval_cmd(
         raise UsageError(f"unknown --mode {mode!r}; valid: {', '.join(MODES)}")
     overrides = {"dtype": dtype, "device": device} | ({"causal": True} if causal else {})
     overrides |= {k_: v for k_, v in (("pooling", pooling), ("max_length", max_length)) if v is not None}
-    result = evaluate_beir(dataset, split, model=model, mode=mode, instruction=instruction, k=k,
+    result = evaluate_beir(dataset, split, model=model, mode=mode, fusion=make_fusion(fusion, alpha),
+                           instruction=instruction, k=k,
                            ignore_identical_ids=ignore_identical_ids, index_dir=index_dir, out=out_dir,
                            encoder_overrides=overrides)
     result.pop("per_query")
@@ -84,7 +100,8 @@ def eval_cmd(
         print_json(result)
         return
     who = "BM25" if mode == "bm25" else (result["encoder"]["model"].get("spec") or model)
-    out.print(f"[bold]{d['name']}[/bold] / {d['split']}: {d['queries']} queries, {mode} ({who})", highlight=False)
+    how = f"hybrid, {make_fusion(fusion, alpha).describe()}" if mode == "hybrid" else mode
+    out.print(f"[bold]{d['name']}[/bold] / {d['split']}: {d['queries']} queries, {how} ({who})", highlight=False)
     table = Table("metric", "value")
     for key in SHOWN:
         table.add_row(key, f"{result['metrics'][key]:.4f}")

@@ -11,12 +11,11 @@ from rich.table import Table
 
 from ..errors import UsageError
 from . import app, err, out
-from .options import DEFAULT_MODEL, Json, Model, print_json
+from .options import DEFAULT_MODEL, Alpha, FusionMethod, Json, Mode, Model, make_fusion, print_json
 
 IndexDir = Annotated[
     str | None, typer.Option("--index-dir", help="Index home (default $L2V_SEARCH_INDEX_DIR or ./indexes).")
 ]
-Mode = Annotated[str, typer.Option(help="dense | bm25 | hybrid (reciprocal rank fusion).")]
 
 
 def _parse_part(value: str | None) -> tuple[int, int]:
@@ -160,7 +159,9 @@ def query_cmd(
     index_dir: IndexDir = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Results to return.")] = 10,
     instruction: Annotated[str | None, typer.Option("--instruction", "-i", help="Query instruction.")] = None,
-    mode: Mode = "dense",
+    mode: Mode = None,
+    fusion: FusionMethod = None,
+    alpha: Alpha = None,
     nprobe: int | None = None,
     ef_search: int | None = None,
     queries: Annotated[str | None, typer.Option("--queries", help="Batch: JSONL or TSV of id and text.")] = None,
@@ -178,15 +179,20 @@ def query_cmd(
         raise UsageError("give a query TEXT or --queries FILE (not both)")
     if k <= 0:
         raise UsageError(f"-k must be positive, got {k}")
+    fuse_with = make_fusion(fusion, alpha)
     idx = SearchIndex.open(index, index_dir)
+    mode = idx.resolve_mode(mode)
     if queries is not None:
-        _batch(idx, queries, k, instruction, mode, nprobe, ef_search, fmt, output)
+        _batch(idx, queries, k, instruction, mode, fuse_with, nprobe, ef_search, fmt, output)
         return
-    hits = idx.search([text], k, instruction=instruction, mode=mode, nprobe=nprobe, ef_search=ef_search)[0]
+    hits = idx.search([text], k, instruction=instruction, mode=mode, fusion=fuse_with, nprobe=nprobe,
+                      ef_search=ef_search)[0]
     if json_:
-        print_json({"index": idx.name, "query": text, "mode": mode, "results": [h.to_dict() for h in hits]})
+        print_json({"index": idx.name, "query": text, "mode": mode,
+                    "fusion": fuse_with.describe() if mode == "hybrid" else None,
+                    "results": [h.to_dict() for h in hits]})
         return
-    table = Table("#", "score", "id", "title", "snippet", title=f"{idx.name}: {text}", show_lines=True)
+    table = Table("#", "score", "id", "title", "snippet", title=f"{idx.name} ({mode}): {text}", show_lines=True)
     for rank, h in enumerate(hits, 1):
         snippet = " ".join(h.text.split())[:220] + ("…" if len(h.text) > 220 else "")
         table.add_row(str(rank), f"{h.score:.4f}", h.id, h.title[:60], snippet)
@@ -222,13 +228,13 @@ def read_queries(path: str) -> list[tuple[str, str]]:
     return rows
 
 
-def _batch(idx, path, k, instruction, mode, nprobe, ef_search, fmt, output) -> None:
+def _batch(idx, path, k, instruction, mode, fusion, nprobe, ef_search, fmt, output) -> None:
     import sys
 
     if fmt not in ("jsonl", "trec"):
         raise UsageError(f"unknown --format {fmt!r}; valid: jsonl, trec")
     rows = read_queries(path)
-    results = idx.search([t for _, t in rows], k, instruction=instruction, mode=mode, nprobe=nprobe,
+    results = idx.search([t for _, t in rows], k, instruction=instruction, mode=mode, fusion=fusion, nprobe=nprobe,
                          ef_search=ef_search)
     lines = []
     for (qid, qtext), hits in zip(rows, results):

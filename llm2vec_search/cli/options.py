@@ -21,8 +21,26 @@ Pooling = Annotated[
 ]
 Causal = Annotated[bool, typer.Option("--causal", help="Keep causal attention (the paper's 'Uni' baseline).")]
 MaxLength = Annotated[int | None, typer.Option(help="Tokens per sequence (default: the encoder's).")]
-Dtype = Annotated[str, typer.Option(help="auto | bf16 | fp32 | fp16 (auto: bf16 where fast).")]
+Dtype = Annotated[str, typer.Option(help="auto | bf16 | fp32 | fp16 (auto: bf16 where it measures faster).")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")]
+Mode = Annotated[str | None, typer.Option(
+    help="dense | bm25 | hybrid (default: hybrid where the index has BM25 and vectors).")]
+FusionMethod = Annotated[str | None, typer.Option(
+    "--fusion", help="Hybrid fusion: convex (weighted normalized scores) | rrf (reciprocal rank). Default: convex.")]
+Alpha = Annotated[float | None, typer.Option(help="Convex fusion: the dense side's weight in [0, 1].")]
+
+
+def make_fusion(method: str | None, alpha: float | None):
+    """The fusion the options ask for (the defaults where they are None); bad values are one error line."""
+    import dataclasses
+
+    from ..errors import UsageError
+    from ..fusion import DEFAULT_FUSION
+
+    if alpha is not None and (method or DEFAULT_FUSION.method) != "convex":
+        raise UsageError("--alpha applies to --fusion convex only")
+    changes = {k: v for k, v in (("method", method), ("alpha", alpha)) if v is not None}
+    return dataclasses.replace(DEFAULT_FUSION, **changes) if changes else DEFAULT_FUSION
 
 
 def print_json(obj: Any) -> None:
