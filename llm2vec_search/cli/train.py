@@ -117,6 +117,11 @@ def supervised_cmd(
     snli: Annotated[str | None, typer.Option(help="SNLI triplets TSV (anchor, positive, hard_negative).")] = None,
     mrpc: Annotated[str | None, typer.Option(help="MRPC TSV: paraphrase pairs as positives.")] = None,
     stsb: Annotated[str | None, typer.Option(help="STS-B TSV: pairs scored >= 4 as positives.")] = None,
+    squad: Annotated[str | None, typer.Option(
+        help="SQuAD v1.1 JSON (.gz ok): question -> its paragraph, BM25 negatives without its answers.")] = None,
+    squad_pairs: Annotated[int | None, typer.Option(help="At most this many SQuAD pairs.")] = None,
+    squad_instruction: Annotated[str | None, typer.Option(
+        help="Query instruction for --squad (default: the generic default instruction).")] = None,
     max_rows: Annotated[int | None, typer.Option(help="At most this many rows per SNLI/MRPC/STS-B source.")] = None,
     query_instruction: Annotated[str, typer.Option(help="The encoder's default query instruction.")] = "",
     document_instruction: Annotated[str, typer.Option(help="The encoder's default document instruction.")] = "",
@@ -164,6 +169,12 @@ def supervised_cmd(
         sources.append(D.load_mrpc(mrpc, max_rows))
     if stsb:
         sources.append(D.load_stsb(stsb, max_rows=max_rows))
+    if squad:
+        from ..instructions import DEFAULT_INSTRUCTION
+        from ..train.pairs import load_squad
+
+        sources.append(load_squad(squad, max_pairs=squad_pairs, seed=seed,
+                                  instruction=DEFAULT_INSTRUCTION if squad_instruction is None else squad_instruction))
     cfg = SupervisedConfig(
         model=model, output=output, steps=steps, batch_size=batch_size, mini_batch=mini_batch, lr=lr,
         warmup_steps=warmup_steps, max_length=max_length, scale=1 / temperature,
@@ -176,10 +187,35 @@ def supervised_cmd(
     description = {"inputs": {"jsonl": jsonl, "beir": beir, "beir_split": beir_split, "negatives": negatives,
                               "negatives_model": (negatives_model or model) if negatives == "encoder" else None,
                               "max_pairs": max_pairs, "holdout": holdout, "snli": snli, "mrpc": mrpc, "stsb": stsb,
-                              "max_rows": max_rows}}
+                              "max_rows": max_rows, "squad": squad, "squad_pairs": squad_pairs}}
     defaults = {"query_instruction": query_instruction, "document_instruction": document_instruction}
     path = train_supervised(cfg, sources, resume=resume, data_description=description, encoder_defaults=defaults)
     out.print(f"encoder written to {path}")
+
+
+@train_app.command("pairs")
+def pairs_cmd(
+    corpus: Annotated[str, typer.Argument(help="Corpus: BEIR folder, JSONL (.gz ok), CSV/TSV, Parquet, text.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="JSONL to write (for train supervised --jsonl).")],
+    kind: Annotated[str, typer.Option(help="title | sentence | crop (see llm2vec_search/train/pairs.py).")] = "title",
+    n: Annotated[int, typer.Option("--n", help="Pairs to make (at most one per document).")] = 1000,
+    instruction: Annotated[str | None, typer.Option(
+        help="Query instruction (default: the generic one; sentence pairs: their own).")] = None,
+    min_words: Annotated[int, typer.Option(help="Shorter paragraphs are not passages.")] = 10,
+    seed: Seed = 42,
+) -> None:
+    """Training triplets from a corpus alone: (title|sentence|crop) -> passage, BM25 hard negatives.
+
+    Example: l2v-search train pairs ../shared/data/wiki_en_partial/articles.jsonl.gz --kind sentence -o s.jsonl
+    """
+    from ..instructions import DEFAULT_INSTRUCTION
+    from ..train.pairs import SENTENCE_INSTRUCTION, corpus_pairs, write_jsonl
+
+    if instruction is None:
+        instruction = SENTENCE_INSTRUCTION if kind == "sentence" else DEFAULT_INSTRUCTION
+    source = corpus_pairs(corpus, kind, n, instruction=instruction or None, seed=seed, min_words=min_words)
+    write_jsonl(source, output)
+    out.print(f"{output}: {len(source.examples)} {kind} triplets from {corpus}")
 
 
 @train_app.command("export")

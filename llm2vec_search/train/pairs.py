@@ -1,0 +1,249 @@
+"""Training pairs made from text alone, and from SQuAD-style question -> paragraph data.
+
+The weak supervision of E5's CCPairs, Contriever and GPL, from any corpus and no judgments:
+
+- ``title``: a document's title -> its first passage (a leading copy of the title cut, as
+  Cranfield's abstracts repeat it); a Wikipedia article's title -> its lead paragraph.
+- ``sentence``: one sentence -> the rest of its passage (the inverse cloze task).
+- ``crop``: a short span of a passage -> the passage without that span (Contriever's random crops,
+  kept disjoint so that the pair is not solved by copying).
+
+Every pair gets a hard negative from BM25 over the same pool of passages (ranks 3-30 by default,
+never a passage of the same document), and its source records which passages belong to the
+query's own document, so that training masks them out of the softmax.
+
+``load_squad`` reads SQuAD v1.1 JSON (the official layout): every question -> its paragraph,
+with BM25 negatives that are neither the paragraph nor any paragraph holding one of its answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ..errors import UsageError
+from .data import Example, Source
+
+KINDS = ("title", "sentence", "crop")
+SENTENCE_INSTRUCTION = "Given a sentence, retrieve the passage it comes from"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+@dataclasses.dataclass(frozen=True)
+class Passage:
+    id: str  # unique: "<doc id>" or "<doc id>#<n>"
+    doc: str  # the document it comes from (passages of one document are never each other's negatives)
+    title: str
+    text: str
+
+    @property
+    def content(self) -> str:
+        """BEIR's convention: title + " " + text."""
+        return f"{self.title} {self.text}".strip()
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences by end punctuation followed by a capital or digit (good enough for pair mining)."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def passages(records: Iterable, *, min_words: int = 10) -> list[Passage]:
+    """The passages of corpus records (``llm2vec_search.corpus.Record``): each line-separated
+    paragraph of ``min_words`` words or more (shorter lines, such as the section headings of a
+    WikiExtractor dump, are dropped); a record of one paragraph is one passage with its own id."""
+    out = []
+    for r in records:
+        paras = [p.strip() for p in r.text.split("\n") if len(p.split()) >= min_words]
+        if len(paras) == 1:
+            out.append(Passage(r.id, r.id, r.title or "", paras[0]))
+        else:
+            out.extend(Passage(f"{r.id}#{i}", r.id, r.title or "", p) for i, p in enumerate(paras))
+    return out
+
+
+def title_body(title: str, text: str) -> str:
+    """The body without a leading copy of the title: Cranfield's texts start with their title as
+    a heading ("... of a wing in a slipstream . an experimental study ..."). A title that opens
+    the first sentence (a Wikipedia lead: "Paris is the capital ...") stays."""
+    t, body = title.strip(), text.strip()
+    if t and body.lower().startswith(t.lower()):
+        rest = body[len(t) :]
+        if t[-1] in ".:!?" or not rest.strip() or rest.lstrip()[0] in ".:\n":
+            body = rest.lstrip(" .:-\n")
+    return body
+
+
+def make_pairs(passages: Sequence[Passage], kind: str, n: int, rng: random.Random, *,
+               min_title_words: int = 1, crop_words: tuple[int, int] = (8, 24)) -> list[tuple[str, Passage]]:
+    """Up to ``n`` (query, positive passage) pairs of one ``kind``, at most one per document.
+
+    The positive's text is what the encoder sees as the document: for ``title`` the body without
+    the title, else the passage minus the query span, with its title in front (BEIR's form).
+    """
+    if kind not in KINDS:
+        raise UsageError(f"unknown pair kind {kind!r}; valid kinds are: {', '.join(KINDS)}")
+    by_doc: dict[str, list[Passage]] = defaultdict(list)
+    for p in passages:
+        by_doc[p.doc].append(p)
+    docs = sorted(by_doc)
+    rng.shuffle(docs)
+    pairs = []
+    for d in docs:
+        if len(pairs) >= n:
+            break
+        if kind == "title":
+            first = by_doc[d][0]  # the lead paragraph of an article; a BEIR document's only passage
+            body = title_body(first.title, first.text)
+            if len(first.title.split()) >= min_title_words and len(body.split()) >= 10:
+                pairs.append((first.title.strip(), dataclasses.replace(first, title="", text=body)))
+            continue
+        p = rng.choice(by_doc[d])
+        if kind == "sentence":
+            sents = split_sentences(p.text)
+            if len(sents) < 3:
+                continue
+            i = rng.randrange(len(sents))
+            if len(sents[i].split()) < 5:
+                continue
+            rest = " ".join(sents[:i] + sents[i + 1 :])
+            pairs.append((sents[i], dataclasses.replace(p, text=rest)))
+        else:  # crop: a span of the passage's words as the query, the remaining words as the positive
+            words = p.text.split()
+            lo, hi = crop_words
+            if len(words) < hi + 20:
+                continue
+            size = rng.randint(lo, hi)
+            start = rng.randrange(len(words) - size + 1)
+            rest = words[:start] + words[start + size :]
+            pairs.append((" ".join(words[start : start + size]), dataclasses.replace(p, text=" ".join(rest))))
+    return pairs
+
+
+def bm25_rankings(docs: Sequence[str], queries: Sequence[str], k: int) -> list[list[int]]:
+    """Row numbers of ``docs`` ranked by BM25 (the index's bm25s set-up) for each query."""
+    from ..bm25 import BM25Index
+
+    index = BM25Index.build([str(i) for i in range(len(docs))], docs)
+    return [[int(d) for d, _ in row] for row in index.search(queries, k)]
+
+
+def pairs_source(name: str, pairs: Sequence[tuple[str, Passage]], pool: Sequence[Passage], instruction: str | None,
+                 *, negatives: bool = True, depth: tuple[int, int] = (3, 30), seed: int = 42) -> Source:
+    """A training source from (query, positive) pairs; hard negatives from BM25 over ``pool``
+    (ranks ``depth``), never a passage of the positive's document."""
+    if not pairs:
+        raise UsageError(f"{name}: no training pairs could be made (too few or too short documents)")
+    rng = random.Random(seed)
+    doc_passages: dict[str, set[str]] = defaultdict(set)
+    for p in pool:
+        doc_passages[p.doc].add(p.id)
+    negs: list[Passage | None] = [None] * len(pairs)
+    if negatives:
+        ranked = bm25_rankings([p.content for p in pool], [q for q, _ in pairs], depth[1])
+        for i, ((_, pos), row) in enumerate(zip(pairs, ranked)):
+            cands = [pool[j] for j in row[depth[0] :] if pool[j].doc != pos.doc]
+            negs[i] = rng.choice(cands) if cands else None
+    examples, judged = [], {}
+    for i, ((query, pos), neg) in enumerate(zip(pairs, negs)):
+        if negatives and neg is None:
+            continue
+        qid = f"{name}:q{i}"
+        judged[qid] = frozenset(doc_passages.get(pos.doc, set()) | {pos.id})
+        examples.append(Example(query, pos.content, neg.content if neg else None, query_id=qid,
+                                positive_id=pos.id, negative_id=neg.id if neg else None))
+    if not examples:
+        raise UsageError(f"{name}: BM25 found no negative for any pair (corpus too small)")
+    return Source(name, tuple(examples), instruction, judged)
+
+
+def load_squad(path: str | Path, *, max_pairs: int | None = None, instruction: str | None = None,
+               negatives: bool = True, depth: tuple[int, int] = (3, 30), seed: int = 42) -> Source:
+    """SQuAD v1.1 JSON (``.gz`` ok): question -> "title paragraph", at most one question per
+    paragraph until every paragraph has one (the most varied ``max_pairs``). Negatives are BM25
+    ranks ``depth`` over all paragraphs, never the question's paragraph nor one that contains
+    any of its answers (such a paragraph may answer it: a false negative)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"SQuAD file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)["data"]
+        if not isinstance(data, list):
+            raise ValueError("'data' is not a list of articles")
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+        raise UsageError(f"{path}: not SQuAD JSON ({e})") from None
+    pool, questions = [], []  # questions: (paragraph row, question, answers)
+    try:
+        for a, article in enumerate(data):
+            title = article.get("title", "").replace("_", " ")
+            for p, para in enumerate(article.get("paragraphs", [])):
+                row = len(pool)
+                pool.append(Passage(f"squad-{a}-{p}", f"squad-{a}-{p}", title, para["context"]))
+                for qa in para.get("qas", []):
+                    answers = {x["text"].strip().lower() for x in qa.get("answers", []) if x.get("text", "").strip()}
+                    questions.append((row, qa["question"].strip(), answers))
+    except (AttributeError, KeyError, TypeError) as e:
+        raise UsageError(f"{path}: not SQuAD JSON (article {a + 1}: {type(e).__name__} {e})") from None
+    if not questions:
+        raise UsageError(f"{path}: no questions")
+    rng = random.Random(seed)
+    rng.shuffle(questions)
+    seen: set[int] = set()
+    firsts, rest = [], []
+    for q in questions:
+        (rest if q[0] in seen else firsts).append(q)
+        seen.add(q[0])
+    chosen = (firsts + rest)[:max_pairs]
+    negs: list[int | None] = [None] * len(chosen)
+    if negatives:
+        ranked = bm25_rankings([p.content for p in pool], [q for _, q, _ in chosen], depth[1])
+        lowered = {}
+        for i, ((row, _, answers), cands) in enumerate(zip(chosen, ranked)):
+            ok = []
+            for j in cands[depth[0] :]:
+                if j == row:
+                    continue
+                text = lowered.setdefault(j, pool[j].text.lower())
+                if not any(ans in text for ans in answers):
+                    ok.append(j)
+            negs[i] = rng.choice(ok) if ok else None
+    examples = []
+    for i, ((row, question, _), neg) in enumerate(zip(chosen, negs)):
+        if negatives and neg is None:
+            continue
+        examples.append(Example(question, pool[row].content, pool[neg].content if neg is not None else None,
+                                query_id=f"squad:q{i}", positive_id=pool[row].id,
+                                negative_id=pool[neg].id if neg is not None else None))
+    judged = {e.query_id: frozenset({e.positive_id}) for e in examples}
+    return Source("squad", tuple(examples), instruction, judged)
+
+
+def corpus_pairs(corpus: str | Path, kind: str, n: int, *, instruction: str | None = None, seed: int = 42,
+                 negatives: bool = True, min_words: int = 10) -> Source:
+    """``n`` pairs of ``kind`` from any corpus ``read_corpus`` takes, with BM25 hard negatives."""
+    from ..corpus import read_corpus
+
+    if n < 1:
+        raise UsageError(f"--n must be at least 1, got {n}")
+    pool = passages(read_corpus(corpus), min_words=min_words)
+    if not pool:
+        raise UsageError(f"{corpus}: no passage of {min_words} words or more")
+    pairs = make_pairs(pool, kind, n, random.Random(seed))
+    return pairs_source(f"{Path(corpus).name}-{kind}", pairs, pool, instruction, negatives=negatives, seed=seed)
+
+
+def write_jsonl(source: Source, path: str | Path) -> Path:
+    """The rows ``train supervised --jsonl`` reads: query, positive, negative, instruction."""
+    from ..manifest import write_text_atomic
+
+    rows = [{"query": e.query, "positive": e.positive, "negative": e.negative, "instruction": source.instruction}
+            for e in source.examples]
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return Path(path)
