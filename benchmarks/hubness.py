@@ -31,13 +31,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ablation import stage_encoders  # noqa: E402
 
 from llm2vec_search.corpus import read_corpus  # noqa: E402
-from llm2vec_search.embed import iter_shards, shard_vectors  # noqa: E402
 from llm2vec_search.encoder import load_encoder  # noqa: E402
 from llm2vec_search.errors import L2VError  # noqa: E402
 from llm2vec_search.evaluate import eval_index_name, load_beir  # noqa: E402
-from llm2vec_search.index import index_home  # noqa: E402
 from llm2vec_search.instructions import instruction_for  # noqa: E402
 from llm2vec_search.metrics import run_from_rankings, score_run  # noqa: E402
+from llm2vec_search.store import IndexStore, index_home, iter_shards, shard_vectors  # noqa: E402
 
 DENSE = ("causal", "bidir", "mntp", "simcse", "supervised")
 
@@ -76,9 +75,10 @@ def main() -> None:
     for stage in a.stages:
         o = opts[stage]
         encoder = load_encoder(o[o.index("--model") + 1], causal=True if "--causal" in o else None)
-        folder = index_home(a.index_dir) / eval_index_name(a.data, encoder)
-        if not folder.is_dir():
-            sys.exit(f"error: no index for {stage} in {folder}: run benchmarks/ablation.py with this --index-dir first")
+        folder = IndexStore(index_home(a.index_dir), eval_index_name(a.data, encoder)).current()
+        if folder is None:
+            sys.exit(f"error: no index for {stage} in {a.index_dir}: run benchmarks/ablation.py with this --index-dir "
+                     "first")
         tables = list(iter_shards(folder))
         chunks = np.concatenate([shard_vectors(t) for t in tables])
         ids = [i for t in tables for i in t.column("id").to_pylist()]

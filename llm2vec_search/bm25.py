@@ -26,9 +26,10 @@ def _tokenize(texts: Sequence[str]):
 
 
 class BM25Index:
-    """A BM25 index over ``ids``/``texts``; ``search`` returns ``[(id, score), ...]`` per query."""
+    """A BM25 index over ``ids``/``texts``; ``search`` returns ``[(id, score), ...]`` per query,
+    ``search_rows`` ``[(row, score), ...]`` (the position in ``ids``)."""
 
-    def __init__(self, retriever, ids: list[str]):
+    def __init__(self, retriever, ids: list[str] | None):
         self.retriever, self.ids = retriever, ids
 
     @classmethod
@@ -44,14 +45,18 @@ class BM25Index:
         (folder / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: Path) -> BM25Index:
+    def load(cls, folder: Path, ids: bool = True) -> BM25Index:
+        """Load a saved index, its arrays memory-mapped; ``ids=False`` skips the ids (``search_rows`` only)."""
         bm25s = import_bm25s()
-        ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
-        return cls(bm25s.BM25.load(str(folder)), ids)
+        doc_ids = json.loads((folder / "ids.json").read_text(encoding="utf-8")) if ids else None
+        return cls(bm25s.BM25.load(str(folder), mmap=True), doc_ids)
 
-    def search(self, queries: Sequence[str], k: int = 10) -> list[list[tuple[str, float]]]:
-        k = min(k, len(self.ids))
+    def search_rows(self, queries: Sequence[str], k: int = 10) -> list[list[tuple[int, float]]]:
+        k = min(k, self.retriever.scores["num_docs"])
         if not queries or k <= 0:
             return [[] for _ in queries]
         docs, scores = self.retriever.retrieve(_tokenize(queries), k=k, show_progress=False)
-        return [[(self.ids[j], float(s)) for j, s in zip(row, srow) if s > 0] for row, srow in zip(docs, scores)]
+        return [[(int(j), float(s)) for j, s in zip(row, srow) if s > 0] for row, srow in zip(docs, scores)]
+
+    def search(self, queries: Sequence[str], k: int = 10) -> list[list[tuple[str, float]]]:
+        return [[(self.ids[j], s) for j, s in hits] for hits in self.search_rows(queries, k)]

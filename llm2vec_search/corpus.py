@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import io
 import json
 import sys
 from collections.abc import Iterator
@@ -142,23 +141,65 @@ def _read_jsonl(path: Path, fields: Fields, skip_invalid: bool, stats: ReadStats
 
 
 def _read_csv(path: Path, delimiter: str, fields: Fields, skip_invalid: bool, stats: ReadStats) -> Iterator[Record]:
+    """CSV/TSV with a header row, parsed strictly: a quote left open, or text after a closing
+    quote, is an error at the line where the bad row starts (or, with ``skip_invalid``, that row
+    is counted and parsing starts again on the next line)."""
     csv.field_size_limit(sys.maxsize)
     try:
-        with open(path, "rb") as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-            reader = csv.DictReader(text, delimiter=delimiter)
-            for row in reader:
-                where = f"{path}:{reader.line_num}"
-                if None in row or any(v is None for v in row.values()):
-                    if not skip_invalid:
-                        raise UsageError(f"{where}: wrong number of columns (use --skip-invalid to skip bad rows)")
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            lines = _Replay(f)
+            header, line = None, 1  # the line where the next row starts
+            while True:
+                try:
+                    for row in csv.reader(lines, delimiter=delimiter, strict=True):
+                        where, line = f"{path}:{line}", line + lines.taken()
+                        if not row:
+                            continue
+                        if header is None:
+                            header = row
+                        elif len(row) != len(header):
+                            if not skip_invalid:
+                                raise UsageError(f"{where}: wrong number of columns ({len(row)} for {len(header)}; "
+                                                 "use --skip-invalid to skip bad rows)")
+                            stats.invalid += 1
+                        else:
+                            yield _record(dict(zip(header, row)), fields, where)
+                    return
+                except csv.Error as e:
+                    if not skip_invalid or header is None:
+                        why = "a quote opened here is never closed" if "end of data" in str(e) else str(e)
+                    raise UsageError(f"{path}:{line}: malformed CSV ({why}); use --skip-invalid to skip "
+                                     "bad rows") from None
                     stats.invalid += 1
-                    continue
-                yield _record(row, fields, where)
+                    lines.again()  # from the line after the bad row's first
+                    line += 1
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not valid UTF-8") from None
-    except csv.Error as e:
-        raise UsageError(f"{path}: malformed CSV ({e})") from None
+
+
+class _Replay:
+    """The lines of a file for ``csv.reader``, keeping those of the row being parsed, so a bad row
+    can be skipped by parsing again from the line after its first."""
+
+    def __init__(self, f):
+        self.f, self.row, self.queue = f, [], []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.queue.pop() if self.queue else next(self.f)
+        self.row.append(line)
+        return line
+
+    def taken(self) -> int:
+        """How many lines the row just parsed took (and forget them)."""
+        n, self.row = len(self.row), []
+        return n
+
+    def again(self) -> None:
+        self.queue.extend(reversed(self.row[1:]))
+        self.row = []
 
 
 def _read_parquet(path: Path, fields: Fields, stats: ReadStats) -> Iterator[Record]:

@@ -1,35 +1,32 @@
-"""Index with several encoder processes: one per device (``--devices``) or ``--workers`` CPU processes,
-or Ray actors across machines (``--engine ray``, see ray_engine.py).
+"""Engines that embed a build's pending shards in other processes: one per device (``--devices``)
+or ``--workers`` CPU processes on this machine, or Ray actors across machines (``--engine ray``,
+see ray_engine.py).
 
-Every engine writes the same layout as a single process (embed.py): the documents table, then
-shard *i* from documents ``[i*S, (i+1)*S)`` embedded by ``embed_shard`` with the run's
-fingerprint, then FAISS, BM25 and the manifest via ``index.build_index``, which finds every
-shard done and only builds the indexes. So the output equals a single-process run's (same ids
-and chunks; vectors equal on the same device and dtype), and a killed run resumes from its
-finished shards with any engine.
+An engine only embeds. The build pipeline (index.py) stages the documents, fingerprints the run,
+picks the pending shards, and afterwards builds FAISS, BM25 and the manifest, the same for every
+engine. Workers write each shard with the same :class:`~llm2vec_search.index.ShardJob` as a single
+process, so the output equals a single-process run's (same ids and chunks; vectors equal on the
+same device and dtype), and a killed run resumes from its finished shards with any engine and any
+number of workers. More workers than pending shards: the extra ones are not started.
 
-Order of work, so that bad input writes nothing: check the options and devices, connect to
-Ray, load the encoder (on CPU in this process, for its fingerprint and the final build), stage
-the documents table and check the worker count against the shards, and only then touch the
-index folder.
+Bad options write nothing: options and devices are checked, and Ray reached, before the index
+folder is touched.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from .corpus import Fields, read_corpus
-from .embed import DOCS_FILE, ChunkConfig, embed_shard, read_documents, shard_is_done, shard_path, write_documents
+from .corpus import Fields
+from .embed import ChunkConfig, embed_chunks
 from .errors import L2VError, UsageError
-from .index import MANIFEST, build_index, index_home
-from .manifest import fingerprint, read_json
+from .index import ShardJob, build_index
 from .models import DEFAULT_ENCODER
+from .store import shard_is_done, shard_path
 
 ENGINES = ("local", "ray")
 
@@ -83,11 +80,10 @@ def build_index_scaled(
     memory_budget: int | None = None,
     bm25: bool = True,
     encoder_overrides: dict[str, Any] | None = None,
+    wait: bool = True,
     show_progress: bool = True,
 ) -> Path:
-    """Like :func:`index.build_index`, with the embedding spread over processes or Ray actors."""
-    from .encoder import load_encoder
-
+    """:func:`index.build_index` with the embedding spread over processes or Ray actors."""
     if scale.engine not in ENGINES:
         raise UsageError(f"unknown --engine {scale.engine!r}; valid: {', '.join(ENGINES)}")
     overrides = {k: v for k, v in (encoder_overrides or {}).items() if k != "device"}
@@ -95,98 +91,64 @@ def build_index_scaled(
         devices = worker_devices(scale)
         for d in set(devices):
             parse_devices(d)
+        engine = LocalProcesses(model, overrides, tuple(devices), scale.threads_per_worker)
     else:
-        from .ray_engine import connect
+        from .ray_engine import RayActors, connect
 
         if scale.devices:
             raise UsageError("--devices is for the local engine; Ray places actors on its own GPUs")
         if scale.workers is not None and scale.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {scale.workers}")
         connect(scale.ray_address)
-    corpus = Path(corpus)
-    name = name or (corpus.name if corpus.is_dir() else corpus.stem)
-    out = index_home(index_dir) / name
-    # The parent's copy only gives the fingerprint and builds FAISS at the end: keep it on CPU.
-    encoder = load_encoder(model, **overrides, device="cpu")
-
-    created = not out.exists()
-    staged = out / "documents.staged.parquet"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        n_docs, corpus_fp = write_documents(read_corpus(corpus, fields, skip_invalid=skip_invalid), staged)
-        n_shards = max(1, -(-n_docs // chunk.docs_per_shard))
-        wanted = len(devices) if scale.engine == "local" else scale.workers
-        if wanted is not None and wanted > n_shards:
-            raise UsageError(f"{wanted} workers for {n_shards} shard(s) of {chunk.docs_per_shard} documents: "
-                             f"use at most {n_shards}")
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    # Same formula as index.build_index, so its final pass finds every shard done.
-    run_fp = fingerprint([corpus_fp, encoder.fingerprint, dataclasses.asdict(chunk)])
-    old = _manifest(out)
-    if not (old and old.get("fingerprint") == run_fp):
-        (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder is an unfinished build
-    os.replace(staged, out / DOCS_FILE)
-    pending = [s for s in range(n_shards) if not shard_is_done(shard_path(out, s), run_fp)]
-    t0 = time.perf_counter()
-    if pending:
-        if scale.engine == "local":
-            embed_local(out, model, overrides, chunk, run_fp, pending, devices, scale.threads_per_worker,
-                        show_progress)
-        else:
-            from .ray_engine import embed_ray
-
-            embed_ray(out, model, overrides, chunk, run_fp, pending, scale, show_progress)
-    seconds = time.perf_counter() - t0
-    folder = build_index(corpus, name, index_dir, model, index_type, fields=fields, skip_invalid=skip_invalid,
-                         chunk=chunk, memory_budget=memory_budget, bm25=bm25, encoder=encoder,
-                         show_progress=False)
-    _record_engine(folder, scale, len(pending), n_shards, seconds)
-    return folder
+        engine = RayActors(model, overrides, scale.workers, scale.ray_address, scale.ray_gpus_per_actor)
+    # The parent's encoder only gives the run's fingerprint: keep it on CPU.
+    return build_index(corpus, name, index_dir, model, index_type, fields=fields, skip_invalid=skip_invalid,
+                       chunk=chunk, memory_budget=memory_budget, bm25=bm25,
+                       encoder_overrides={**overrides, "device": "cpu"}, engine=engine, wait=wait,
+                       show_progress=show_progress)
 
 
-def embed_local(index_dir: Path, model: str, overrides: dict[str, Any], chunk: ChunkConfig, run_fp: str,
-                shards: list[int], devices: list[str], threads: int | None = None,
-                show_progress: bool = True) -> None:
-    """Embed ``shards`` with one spawned process per entry of ``devices`` (shard ``s`` goes to
-    process ``s % len(devices)`` of the pending list), each loading the encoder once."""
-    import multiprocessing as mp
+@dataclasses.dataclass(frozen=True)
+class LocalProcesses:
+    """One spawned process per entry of ``devices``, each loading the encoder once; shard ``s``
+    of the pending list goes to process ``s % n``."""
 
-    n = len(devices)
-    threads = threads or max(1, (os.cpu_count() or 1) // n)
-    parts = [shards[i::n] for i in range(n)]
-    # spawn, not fork: CUDA and torch's thread pools do not survive a fork.
-    with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, str(index_dir), model, {**overrides, "device": dev}, chunk, run_fp,
-                               part, threads) for dev, part in zip(devices, parts) if part]
-        _wait_with_progress(futures, index_dir, run_fp, shards, show_progress)
+    model: str
+    overrides: dict
+    devices: tuple[str, ...]
+    threads: int | None = None  # torch threads per process; None: cores // processes
+
+    def embed(self, job: ShardJob, shards: list[int], show_progress: bool) -> dict[str, int]:
+        import multiprocessing as mp
+
+        n = min(len(self.devices), len(shards))
+        threads = self.threads or max(1, (os.cpu_count() or 1) // n)
+        # spawn, not fork: CUDA and torch's thread pools do not survive a fork.
+        with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, job, self.model, {**self.overrides, "device": dev}, shards[i::n], threads)
+                       for i, dev in enumerate(self.devices[:n])]
+            _wait_with_progress(futures, job, shards, show_progress)
+        return {"tokens": sum(f.result() for f in futures)}
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "local", "devices": list(self.devices), "workers": len(self.devices), "ray_address": None}
 
 
-def _worker(index_dir: str, model: str, overrides: dict[str, Any], chunk: ChunkConfig, run_fp: str,
-            shards: list[int], threads: int) -> int:
-    """One process: load the encoder once, embed its shards (skipping finished ones)."""
+def _worker(job: ShardJob, model: str, overrides: dict[str, Any], shards: list[int], threads: int) -> int:
+    """One process: load the encoder once, embed its shards (skipping finished ones). Returns tokens."""
     import torch
 
     torch.set_num_threads(threads)
     from .encoder import load_encoder
 
     encoder = load_encoder(model, **overrides)
-    folder = Path(index_dir)
-    docs = read_documents(folder / DOCS_FILE, ["id", "title", "text"])
-    done = 0
-    for s in shards:
-        path = shard_path(folder, s)
-        if shard_is_done(path, run_fp):
-            continue
-        embed_shard(encoder, docs.slice(s * chunk.docs_per_shard, chunk.docs_per_shard), chunk, path, run_fp)
-        done += 1
-    return done
+    for s in job.pending(shards):
+        fresh = job.fresh(s)
+        job.write(s, embed_chunks(encoder, fresh, job.chunk) if fresh.num_rows else None)
+    return encoder.stats.tokens
 
 
-def _wait_with_progress(futures, index_dir: Path, run_fp: str, shards: list[int], show: bool) -> None:
+def _wait_with_progress(futures, job: ShardJob, shards: list[int], show: bool) -> None:
     """Wait for the workers, showing finished shards; the first failure cancels the rest."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -203,7 +165,7 @@ def _wait_with_progress(futures, index_dir: Path, run_fp: str, shards: list[int]
                     for p in pending:
                         p.cancel()
                     raise _unwrap(f.exception())
-            bar.update(task, completed=sum(shard_is_done(shard_path(index_dir, s), run_fp) for s in shards))
+            bar.update(task, completed=sum(shard_is_done(shard_path(job.gen, s), job.run_fp) for s in shards))
 
 
 def _unwrap(e: BaseException) -> BaseException:
@@ -216,20 +178,3 @@ def _unwrap(e: BaseException) -> BaseException:
         return L2VError("a worker process died (out of memory or killed); rerun to resume from finished shards")
     return L2VError(f"a worker failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e) else ''}")
 
-
-def _manifest(folder: Path) -> dict | None:
-    try:
-        return read_json(folder / MANIFEST) if (folder / MANIFEST).is_file() else None
-    except ValueError:
-        return None
-
-
-def _record_engine(folder: Path, scale: ScaleConfig, embedded: int, n_shards: int, seconds: float) -> None:
-    """Add how the shards were made to the manifest (the final pass embedded none of them)."""
-    from .manifest import write_json_atomic
-
-    manifest = read_json(folder / MANIFEST)
-    manifest["engine"] = {"engine": scale.engine, "devices": list(scale.devices), "workers": scale.workers,
-                          "ray_address": scale.ray_address, "embedded_shards": embedded, "shards": n_shards,
-                          "embed_seconds": round(seconds, 2)}
-    write_json_atomic(folder / MANIFEST, manifest)

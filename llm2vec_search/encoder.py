@@ -191,11 +191,18 @@ class Encoder:
     def dim(self) -> int:
         return int(self.model.config.get_text_config().hidden_size)
 
+    @functools.cached_property
+    def _model_identity(self) -> dict[str, Any]:
+        """The weights' identity, taken once: the weights in memory do not change with the files."""
+        if self.source is None:
+            return {"spec": type(self.model).__name__}
+        return {**self.source.identity(), "weights_sha256": self.source.weights_sha256()}
+
     def identity(self) -> dict[str, Any]:
         """What determines the vectors: weights, pooling, attention, length and instructions."""
         c = self.config
         return {
-            "model": self.source.identity() if self.source else {"spec": type(self.model).__name__},
+            "model": dict(self._model_identity),
             "pooling": c.pooling,
             "causal": c.causal,
             "max_length": c.max_length,

@@ -179,10 +179,11 @@ def evaluate_beir(
         "fusion": dataclasses.asdict(fusion) if mode == "hybrid" else None,
         "instruction": instruction,
         "instruction_source": source,  # "table", "override", or None (none used)
-        "encoder": idx.manifest["encoder"] if mode != "bm25" else None,
-        "index": {"name": name, "folder": str(folder), "fingerprint": idx.manifest["fingerprint"],
-                  "documents": idx.manifest["corpus"]["documents"], "faiss": idx.manifest.get("faiss"),
-                  "bm25": bool(idx.manifest.get("bm25")), "reused": reused},
+        "encoder": idx.manifest.encoder if mode != "bm25" else None,
+        "index": {"name": name, "folder": str(folder), "generation": idx.folder.name,
+                  "fingerprint": idx.manifest.fingerprint, "documents": idx.manifest.corpus.documents,
+                  "faiss": dataclasses.asdict(idx.manifest.faiss) if idx.manifest.dense else None,
+                  "bm25": idx.manifest.bm25, "reused": reused},
         "k": k,
         "ignore_identical_ids": ignore_identical_ids,
         "metrics": aggregate,
@@ -198,23 +199,26 @@ def evaluate_beir(
 
 
 def eval_index_name(dataset: Path, encoder=None) -> str:
-    """The name of the index ``eval`` caches for a BEIR corpus and an encoder (BM25 alone: None)."""
-    return f"eval-{dataset.name}-{encoder.fingerprint[:10] if encoder is not None else 'bm25'}"
+    """The name of the index ``eval`` caches for a BEIR corpus and an encoder (BM25 alone: None);
+    the dataset folder's name is made a valid index name."""
+    from .store import safe_name
+
+    return safe_name(f"eval-{dataset.name}-{encoder.fingerprint[:10] if encoder is not None else 'bm25'}")
 
 
 def cached_index(dataset: Path, index_dir: str | Path | None, model: str, encoder=None, *,
                  show_progress: bool = True) -> tuple[str, Path, bool]:
     """The index of a BEIR corpus that ``eval`` keeps per encoder (BM25 only when ``encoder`` is
     None), built on first use: returns its name, folder, and whether it was reused as it was."""
-    from .index import MANIFEST, build_index, index_home
+    from .index import build_index
+    from .store import IndexStore, index_home
 
     name = eval_index_name(dataset, encoder)
-    manifest = index_home(index_dir) / name / MANIFEST
-    before = manifest.stat().st_mtime_ns if manifest.is_file() else None
-    folder = build_index(dataset, name, index_dir, model, encoder=encoder, show_progress=show_progress,
-                         bm25=True, dense=encoder is not None)  # BM25 is cheap; hybrid reuses the index
-    reused = before is not None and manifest.stat().st_mtime_ns == before  # an untouched manifest: nothing rebuilt
-    return name, folder, reused
+    store = IndexStore(index_home(index_dir), name)
+    before = store.current()
+    generation = build_index(dataset, name, index_dir, model, encoder=encoder, show_progress=show_progress,
+                             bm25=True, dense=encoder is not None)  # BM25 is cheap; hybrid reuses the index
+    return name, store.folder, before is not None and generation == before  # the same generation: nothing built
 
 
 def _write_outputs(out: Path, result: dict, run: dict[str, list[tuple[str, float]]], per_query: dict) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
-from .manifest import read_json, sha256_file, write_json_atomic
+from .manifest import fingerprint, read_json, sha256_file, write_json_atomic
 
 ENCODER_MANIFEST_KIND = "llm2vec-search.encoder"
 
@@ -123,9 +123,33 @@ class ModelSource:
             ],
         }
 
+    def weights_sha256(self) -> str:
+        """A hash of the base model's safetensors files: two checkpoints of one architecture differ here."""
+        return fingerprint([[f.name, cached_sha256(f)] for f in sorted(self.base_dir.glob("*.safetensors"))])
+
 
 def _file_hash(path: Path) -> str | None:
-    return sha256_file(path)[:16] if path.is_file() else None
+    return cached_sha256(path)[:16] if path.is_file() else None
+
+
+def cached_sha256(path: Path) -> str:
+    """The sha256 of a file, remembered in ``$L2V_SEARCH_HOME/hashes.json`` by path, size, inode
+    and modification time, so hashing a model's weights costs one read the first time only."""
+    st = path.stat()
+    key, stamp = str(path.resolve()), [st.st_size, st.st_ino, st.st_mtime_ns]
+    cache = home() / "hashes.json"
+    try:
+        known = read_json(cache)
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), dict) and known[key].get("stamp") == stamp:
+        return known[key]["sha256"]
+    digest = sha256_file(path)
+    try:  # concurrent writers may drop each other's entries: they are only recomputed
+        write_json_atomic(cache, {**known, key: {"stamp": stamp, "sha256": digest}})
+    except OSError:
+        pass
+    return digest
 
 
 def resolve(spec: str, *, _depth: int = 0) -> ModelSource:

@@ -142,11 +142,12 @@ def open_ondisk(folder: str | Path, nprobe: int | None = None):
 
 
 def build_from_shards(index_dir: str | Path, out: str | Path | None = None, cfg: OnDiskConfig = OnDiskConfig()) -> Path:
-    """An on-disk IVF over the Parquet shards of an embedded index folder (``<index_dir>/ondisk``).
+    """An on-disk IVF over the Parquet shards of a generation's folder (``<index_dir>/ondisk``;
+    ``IndexStore(home, name).current()`` is the published one).
 
     Row ``i`` of the FAISS index is row ``i`` of the shards read in order, as for the in-memory index.
     """
-    from .embed import iter_shards, shard_vectors
+    from .store import iter_shards, shard_vectors
 
     index_dir = Path(index_dir)
     out = Path(out) if out else index_dir / "ondisk"

@@ -1,24 +1,23 @@
 """Embed shards on a Ray cluster: a Ray Dataset of pending shards, ``map_batches`` on an actor
 class that holds the encoder, shards written by the driver as they come back.
 
-Each dataset row is one shard: its number and its documents (taken from the documents table on
-the driver), so workers on other machines need no shared filesystem, only this package and the
-model. An actor embeds a shard with the same ``embed_shard`` as a local process and returns the
-finished Parquet file's bytes; the driver writes them atomically under ``shards/``. A killed job
-rerun skips the shards already written.
+Each dataset row is one shard: its number and the documents of it that need the encoder (taken
+from the staged documents table on the driver), so workers on other machines need no shared
+filesystem, only this package and the model. An actor embeds them with the same ``embed_chunks``
+as a local process and returns the chunk rows (Arrow IPC bytes); the driver puts each shard
+together with :meth:`~llm2vec_search.index.ShardJob.write`, like every engine. A killed job rerun
+skips the shards already written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .embed import DOCS_FILE, ChunkConfig, read_documents, shard_path
+from .embed import ChunkConfig
 from .errors import L2VError, UsageError
 
 EXTRA_HINT = "pip install 'llm2vec-search[ray]'"
@@ -71,9 +70,9 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 class ShardEmbedder:
-    """A Ray actor: loads the encoder once, turns shard rows into finished Parquet shard bytes."""
+    """A Ray actor: loads the encoder once, turns a shard's documents into chunk rows (IPC bytes)."""
 
-    def __init__(self, model: str, overrides: dict[str, Any], chunk: ChunkConfig, run_fp: str, device: str):
+    def __init__(self, model: str, overrides: dict[str, Any], chunk: ChunkConfig, device: str):
         import torch
 
         from .encoder import load_encoder
@@ -81,70 +80,88 @@ class ShardEmbedder:
         if device == "cpu":
             torch.set_num_threads(1)  # one core per CPU actor (Ray reserves num_cpus=1)
         self.encoder = load_encoder(model, **overrides, device=device)
-        self.chunk, self.run_fp = chunk, run_fp
+        self.chunk = chunk
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         import pyarrow as pa
 
-        from .embed import DOC_SCHEMA, embed_shard
+        from .embed import embed_chunks
 
         shards, blobs = [], []
         for s, ids, titles, texts in zip(batch["shard"], batch["id"], batch["title"], batch["text"]):
-            docs = pa.table({"id": list(ids), "title": list(titles), "text": list(texts),
-                             "hash": [""] * len(ids)}, schema=DOC_SCHEMA)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "shard.parquet"
-                embed_shard(self.encoder, docs, self.chunk, path, self.run_fp)
-                blobs.append(path.read_bytes())
+            docs = pa.table({"id": list(ids), "title": list(titles), "text": list(texts)})
+            rows = embed_chunks(self.encoder, docs, self.chunk)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, rows.schema) as w:
+                w.write_table(rows)
             shards.append(int(s))
+            blobs.append(sink.getvalue().to_pybytes())
         return {"shard": shards, "data": blobs}
 
 
-def embed_ray(index_dir: Path, model: str, overrides: dict[str, Any], chunk: ChunkConfig, run_fp: str,
-              shards: list[int], scale, show_progress: bool = True) -> None:
-    """Embed ``shards`` of ``index_dir`` with Ray actors and write them as they finish."""
-    ray = _ray()
-    connect(scale.ray_address)
-    resources = ray.cluster_resources()
-    gpus = scale.ray_gpus_per_actor
-    if gpus is None:
-        gpus = 1 if resources.get("GPU", 0) >= 1 else 0
-    slots = int(resources.get("GPU", 0) // gpus) if gpus else int(resources.get("CPU", 1))
-    actors = scale.workers or max(1, min(slots, len(shards)))
-    docs = read_documents(index_dir / DOCS_FILE, ["id", "title", "text"])
-    rows = [{"shard": s, **docs.slice(s * chunk.docs_per_shard, chunk.docs_per_shard).to_pydict()}
-            for s in shards]
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # ours below; Ray's own go to stdout
-    ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map_batches(ShardEmbedder, batch_size=1, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=actors),
-                        num_gpus=gpus, num_cpus=0 if gpus else 1,
-                        fn_constructor_kwargs={"model": model, "overrides": overrides, "chunk": chunk,
-                                               "run_fp": run_fp, "device": "cuda" if gpus else "cpu"})
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+@dataclasses.dataclass(frozen=True)
+class RayActors:
+    """Ray actors holding the encoder: one GPU each when the cluster has GPUs, else one CPU."""
 
-    bar = Progress(TextColumn(f"[bold]embedding shards on Ray ({actors} actors)"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=Console(stderr=True), disable=not show_progress)
-    with bar:
-        task = bar.add_task("shards", total=len(shards))
-        try:
-            for row in ds.iter_rows():
-                path = shard_path(index_dir, int(row["shard"]))
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".parquet.tmp")
-                tmp.write_bytes(row["data"])
-                os.replace(tmp, path)
-                bar.advance(task)
-        except L2VError:
-            raise
-        except Exception as e:  # a failed actor surfaces as a Ray task error; keep its cause's first line
-            cause = getattr(e, "cause", None) or e
-            if isinstance(cause, L2VError):
-                raise cause from None
-            first = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else ""
-            raise L2VError(f"Ray job failed: {type(cause).__name__}: {first}; rerun to resume "
-                           f"from finished shards") from None
+    model: str
+    overrides: dict
+    workers: int | None = None  # actors; None: one per GPU, else one per CPU (at most one per shard)
+    ray_address: str | None = None
+    gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
+
+    def embed(self, job, shards: list[int], show_progress: bool) -> dict[str, int]:
+        """Embed ``shards`` of ``job`` (an :class:`~llm2vec_search.index.ShardJob`) and write them as they finish."""
+        import pyarrow as pa
+
+        ray = _ray()
+        connect(self.ray_address)
+        resources = ray.cluster_resources()
+        gpus = self.gpus_per_actor
+        if gpus is None:
+            gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+        slots = int(resources.get("GPU", 0) // gpus) if gpus else int(resources.get("CPU", 1))
+        rows = []
+        for s in shards:
+            fresh = job.fresh(s)
+            if fresh.num_rows:
+                rows.append({"shard": s, **fresh.to_pydict()})
+            else:  # every vector reused: nothing for an actor to do
+                job.write(s, None)
+        actors = max(1, min(self.workers or slots, len(rows)))
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn(f"[bold]embedding shards on Ray ({actors} actors)"), BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                       disable=not show_progress)
+        with bar:
+            task = bar.add_task("shards", total=len(shards), completed=len(shards) - len(rows))
+            if not rows:
+                return {}
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False  # ours above; Ray's own go to stdout
+            ctx.print_on_execution_start = False
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+            ds = ds.map_batches(ShardEmbedder, batch_size=1, batch_format="numpy",
+                                compute=ray.data.ActorPoolStrategy(size=actors),
+                                num_gpus=gpus, num_cpus=0 if gpus else 1,
+                                fn_constructor_kwargs={"model": self.model, "overrides": self.overrides,
+                                                       "chunk": job.chunk, "device": "cuda" if gpus else "cpu"})
+            try:
+                for row in ds.iter_rows():
+                    job.write(int(row["shard"]), pa.ipc.open_stream(row["data"]).read_all())
+                    bar.advance(task)
+            except L2VError:
+                raise
+            except Exception as e:  # a failed actor surfaces as a Ray task error; keep its cause's first line
+                cause = getattr(e, "cause", None) or e
+                if isinstance(cause, L2VError):
+                    raise cause from None
+                first = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else ""
+                raise L2VError(f"Ray job failed: {type(cause).__name__}: {first}; rerun to resume "
+                               f"from finished shards") from None
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "ray", "devices": [], "workers": self.workers, "ray_address": self.ray_address}

@@ -15,10 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from .embed import DOCS_FILE, iter_shards, read_documents
 from .errors import IndexStateError, UsageError
 from .fusion import DEFAULT_FUSION, Fusion, fuse
-from .index import BM25_DIR, FAISS_FILE, MANIFEST, PENDING_UPDATE, _read_manifest, index_home, list_indexes
+from .store import (
+    BM25_DIR,
+    FAISS_FILE,
+    IndexManifest,
+    IndexStore,
+    Lookups,
+    Opened,
+    check_name,
+    index_home,
+    list_indexes,
+)
 
 MODES = ("dense", "bm25", "hybrid")
 HYBRID_DEPTH = 100  # hits taken from each side before fusing (at least k)
@@ -37,62 +46,65 @@ class Hit:
 
 
 class SearchIndex:
-    """An opened index. Build one with :func:`llm2vec_search.index.build_index`."""
+    """An opened generation of an index (build one with :func:`llm2vec_search.index.build_index`).
 
-    def __init__(self, folder: Path, manifest: dict[str, Any]):
+    Documents and chunks are looked up by row in the generation's memory-mapped Arrow tables;
+    only FAISS is read into memory. The generation is held until :meth:`close` (or until this
+    object is collected): a writer publishing a newer one leaves it in place, and
+    :meth:`is_current` says whether a newer one is out.
+    """
+
+    def __init__(self, store: IndexStore, opened: Opened):
         import faiss
 
-        self.folder, self.manifest, self.name = folder, manifest, manifest["name"]
-        self.dense = manifest.get("faiss") is not None
+        self.store, self._hold = store, opened.hold
+        self.folder, self.manifest, self.name = opened.path, opened.manifest, opened.manifest.name
+        self.dense = self.manifest.dense
         try:
-            self.faiss = faiss.read_index(str(folder / FAISS_FILE)) if self.dense else None
-            docs = read_documents(folder / DOCS_FILE, ["id", "title", "text"])
-            chunks = [t.select(["id", "chunk", "start", "end"]) for t in iter_shards(folder)] if self.dense else []
+            self.faiss = faiss.read_index(str(self.folder / FAISS_FILE)) if self.dense else None
+            self.lookups = Lookups(self.folder)
         except Exception as e:  # faiss/pyarrow raise many types for damaged files
             raise IndexStateError(f"index {self.name!r} is corrupt: {type(e).__name__}: {str(e)[:200]}") from None
-        self.doc_ids = docs.column("id").to_pylist()
-        self._docs = {i: (t, x) for i, t, x in zip(self.doc_ids, docs.column("title").to_pylist(),
-                                                  docs.column("text").to_pylist())}
-        self._rows = [row for t in chunks for row in zip(*(t.column(c).to_pylist() for c in t.column_names))]
         vectors = self.faiss.ntotal if self.dense else 0
-        if len(self._rows) != vectors or len(self._docs) != manifest["corpus"]["documents"]:
-            raise IndexStateError(f"index {self.name!r} is inconsistent: {self.faiss.ntotal} vectors for "
-                                  f"{len(self._rows)} chunks, {len(self._docs)} documents for "
-                                  f"{manifest['corpus']['documents']} in the manifest; rebuild it")
+        if self.lookups.chunks != vectors or self.lookups.documents != self.manifest.corpus.documents:
+            raise IndexStateError(f"index {self.name!r} is inconsistent: {vectors} vectors for "
+                                  f"{self.lookups.chunks} chunks, {self.lookups.documents} documents for "
+                                  f"{self.manifest.corpus.documents} in the manifest; rebuild it")
+        self.chunked = self.lookups.chunks > self.lookups.documents  # long documents were split
         self._bm25 = None
         self._encoder = None
 
     @classmethod
     def open(cls, name: str | None = None, index_dir: str | Path | None = None) -> SearchIndex:
+        """The published generation of index ``name`` (the only index, for None)."""
         home = index_home(index_dir)
-        name = resolve_index_name(name, home)
-        folder = home / name
-        if not folder.is_dir():
-            raise IndexStateError(f"no index {name!r} in {home}")
-        manifest = _read_manifest(folder)
-        if manifest is None:
-            if (folder / PENDING_UPDATE).exists():
-                state = "unfinished (rerun the interrupted `--append` or `remove` to finish it)"
-            elif (folder / DOCS_FILE).exists():
-                state = "unfinished (rerun `l2v-search index` to resume)"
-            else:
-                state = "corrupt"
-            raise IndexStateError(f"index {name!r} in {home} is {state}: {MANIFEST} is missing or invalid")
-        return cls(folder, manifest)
+        store = IndexStore(home, resolve_index_name(name, home))
+        return cls(store, store.open())
+
+    def is_current(self) -> bool:
+        """False once a writer has published a newer generation of this index."""
+        try:
+            return self.store.current() == self.folder
+        except IndexStateError:
+            return True
+
+    def close(self) -> None:
+        """Let writers remove this generation once it is no longer the current one."""
+        self._hold.release()
 
     @property
     def size(self) -> int:
-        return len(self._docs)
+        return self.lookups.documents
 
     @property
     def encoder_spec(self) -> str:
         if not self.dense:
             raise UsageError(f"index {self.name!r} is BM25-only: use --mode bm25")
-        return self.manifest["encoder"]["spec"]
+        return self.manifest.encoder["spec"]
 
     @property
     def encoder_fingerprint(self) -> str:
-        return self.manifest["encoder"]["fingerprint"]
+        return self.manifest.encoder["fingerprint"]
 
     def load_encoder(self, **overrides):
         """The encoder recorded in the manifest (loaded once), checked against the index."""
@@ -101,11 +113,11 @@ class SearchIndex:
         return self._encoder
 
     def check_encoder(self, encoder) -> None:
-        check_encoder(self.manifest, encoder)
+        self.manifest.check(encoder)
 
     @property
     def has_bm25(self) -> bool:
-        return bool(self.manifest.get("bm25")) and (self.folder / BM25_DIR).is_dir()
+        return self.manifest.bm25 and (self.folder / BM25_DIR).is_dir()
 
     @property
     def default_mode(self) -> str:
@@ -124,7 +136,7 @@ class SearchIndex:
 
             if not (self.folder / BM25_DIR).is_dir():
                 raise IndexStateError(f"index {self.name!r} has no BM25 index (built with --no-bm25)")
-            self._bm25 = BM25Index.load(self.folder / BM25_DIR)
+            self._bm25 = BM25Index.load(self.folder / BM25_DIR, ids=False)  # results are rows
         return self._bm25
 
     # -- search --------------------------------------------------------------------------------
@@ -163,7 +175,8 @@ class SearchIndex:
             out.append([self._hit(doc, score, chunk) for doc, score, chunk in ranked])
         return out
 
-    def _dense(self, xq: np.ndarray, k: int, nprobe, ef_search) -> list[list[tuple[str, float, int]]]:
+    def _dense(self, xq: np.ndarray, k: int, nprobe, ef_search) -> list[list[tuple[int, float, int]]]:
+        """(document row, score, chunk row) of the best chunk of each of the top-k documents."""
         import faiss
 
         params = None
@@ -173,39 +186,29 @@ class SearchIndex:
                 if value is not None:
                     params.set_index_parameter(self.faiss, key, value)
         # Several chunks of one document may rank high: fetch more chunks than documents wanted.
-        fetch = min(self.faiss.ntotal, k * 4 if len(self._rows) > self.size else k)
+        fetch = min(self.faiss.ntotal, k * 4 if self.chunked else k)
         D, I = self.faiss.search(np.ascontiguousarray(xq, dtype=np.float32), fetch)  # (nq, fetch)
         results = []
-        for scores, rows in zip(D, I):
-            best: dict[str, tuple[float, int]] = {}
+        for scores, rows in zip(D.tolist(), I.tolist()):
+            best: dict[int, tuple[float, int]] = {}
             for score, row in zip(scores, rows):
-                if row < 0:
-                    continue
-                doc, chunk = self._rows[row][0], self._rows[row][1]
-                if doc not in best:
-                    best[doc] = (float(score), chunk)
-            results.append([(doc, s, c) for doc, (s, c) in best.items()][:k])
+                if row >= 0 and (doc := int(self.lookups.doc[row])) not in best:
+                    best[doc] = (score, row)
+            results.append([(doc, s, row) for doc, (s, row) in best.items()][:k])
         return results
 
-    def _sparse(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
-        return self.bm25().search(list(queries), k)
+    def _sparse(self, queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]:
+        return self.bm25().search_rows(list(queries), k)
 
-    def _hit(self, doc: str, score: float, chunk: int | None) -> Hit:
-        title, text = self._docs[doc]
-        if chunk is not None and len(self._rows) > self.size:  # chunked: show the matching chunk
-            span = next((r for r in self._chunk_index().get(doc, []) if r[1] == chunk), None)
-            if span is not None:
+    def _hit(self, doc: int, score: float, chunk_row: int | None) -> Hit:
+        doc_id, title, text = self.lookups.document(doc)
+        chunk = None
+        if chunk_row is not None:
+            chunk = int(self.lookups.chunk[chunk_row])
+            if self.chunked:  # show the matching window
                 content = f"{title} {text}".strip() if title else text
-                text = content[span[2] : span[3]]
-        return Hit(doc, float(score), title, text, chunk)
-
-    def _chunk_index(self) -> dict[str, list[tuple]]:
-        if not hasattr(self, "_by_doc"):
-            by_doc: dict[str, list[tuple]] = {}
-            for r in self._rows:
-                by_doc.setdefault(r[0], []).append(r)
-            self._by_doc = by_doc
-        return self._by_doc
+                text = content[int(self.lookups.start[chunk_row]) : int(self.lookups.end[chunk_row])]
+        return Hit(doc_id, float(score), title, text, chunk)
 
 
 def _check(queries: Sequence[str], k: int, mode: str) -> None:
@@ -219,36 +222,25 @@ def _check(queries: Sequence[str], k: int, mode: str) -> None:
         raise UsageError("empty query")
 
 
-def load_index_encoder(manifest: dict, **overrides):
+def load_index_encoder(manifest: IndexManifest, **overrides):
     """Load the encoder an index manifest records, with its settings, and check it is the same."""
     from .encoder import load_encoder
 
-    recorded = manifest["encoder"]
+    recorded = manifest.encoder
     settings = {k: recorded[k] for k in ("pooling", "max_length", "causal", "normalize", "query_instruction",
                                          "document_instruction") if k in recorded}
     enc = load_encoder(recorded["spec"], **{**settings, **overrides})
-    check_encoder(manifest, enc)
+    manifest.check(enc)
     return enc
 
 
-def check_encoder(manifest: dict, encoder) -> None:
-    """Refuse an encoder other than the one that built the index, naming the settings that differ."""
-    recorded = manifest["encoder"]
-    if encoder.fingerprint != recorded["fingerprint"]:
-        found = encoder.identity()
-        keys = ("pooling", "causal", "max_length", "normalize", "document_instruction", "dim")
-        diffs = [f"{k}: {recorded.get(k)!r} != {found.get(k)!r}" for k in keys if recorded.get(k) != found.get(k)]
-        raise IndexStateError(f"index {manifest['name']!r} was built with a different encoder "
-                              f"({'; '.join(diffs) or 'different weights or adapters'})")
-
-
 def resolve_index_name(name: str | None, index_dir: str | Path | None = None) -> str:
-    """``name``, or the only finished index in the index home (an error naming them otherwise)."""
+    """``name`` (checked), or the only finished index in the index home (an error naming them otherwise)."""
     if name is not None:
-        return name
+        return check_name(name)
     home = index_home(index_dir)
     found = list_indexes(home)
     if len(found) != 1:
-        names = ", ".join(m["name"] for m in found) or "none"
+        names = ", ".join(m.name for m in found) or "none"
         raise UsageError(f"{len(found)} indexes in {home} ({names}): choose one with --index")
-    return found[0]["name"]
+    return found[0].name

@@ -10,6 +10,11 @@ inside ``create_app`` from their evaluated annotations.)
 One encoder is loaded per distinct encoder fingerprint and shared by the indexes built with it.
 Model and FAISS work run in a worker thread, never on the event loop. Requests name indexes,
 never paths.
+
+Generations: before a request, the service checks whether its index has published a newer
+generation (an ``--append``, a ``remove``, a rebuild) and, if so, opens it and switches; requests
+already running finish on the generation they started with, which stays on disk until they are
+done (:mod:`llm2vec_search.store`).
 """
 
 
@@ -19,11 +24,12 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
 from .errors import L2VError, UsageError
+from .store import check_name
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 1000
@@ -99,29 +105,53 @@ class SearchService:
 
     def __init__(self, names: Sequence[str] | None, index_dir: str | Path | None, config: ServeConfig,
                  encoder_overrides: dict | None = None):
-        from .index import list_indexes
-        from .search import SearchIndex
+        from .store import list_indexes
 
-        names = list(names or [m["name"] for m in list_indexes(index_dir)])
+        names = [check_name(n) for n in names or [m.name for m in list_indexes(index_dir)]]
         if not names:
             raise UsageError("no index to serve (build one with `l2v-search index`)")
-        self.config = config
-        self.indexes = {n: SearchIndex.open(n, index_dir) for n in names}
+        self.config, self.index_dir, self.overrides = config, index_dir, encoder_overrides or {}
         self.encoders: dict[str, object] = {}
-        for idx in self.indexes.values():
-            if idx.dense:
-                fp = idx.encoder_fingerprint
-                if fp not in self.encoders:
-                    self.encoders[fp] = idx.load_encoder(**(encoder_overrides or {}))
-                idx._encoder = self.encoders[fp]
+        self.indexes = {n: self._open(n) for n in names}
+        self.reloading: dict[str, asyncio.Lock] = {}
         self.batchers: dict[tuple[str, str | None], MicroBatcher] = {}
         self.default = names[0]
+
+    def _open(self, name: str):
+        """Open the published generation of ``name``, sharing encoders by fingerprint."""
+        from .search import SearchIndex
+
+        idx = SearchIndex.open(name, self.index_dir)
+        if idx.dense:
+            fp = idx.encoder_fingerprint
+            if fp not in self.encoders:
+                self.encoders[fp] = idx.load_encoder(**self.overrides)
+            idx._encoder = self.encoders[fp]
+        return idx
 
     def index(self, name: str | None):
         name = name or self.default
         if name not in self.indexes:
             raise KeyError(name)
         return self.indexes[name]
+
+    async def current(self, name: str | None):
+        """The index for a request: switched to its newest generation first if one was published.
+        A generation that fails to open is logged and the one in use kept."""
+        idx = self.index(name)
+        if idx.is_current():
+            return idx
+        lock = self.reloading.setdefault(idx.name, asyncio.Lock())
+        async with lock:  # one reload at a time; the requests waiting here then see the new one
+            idx = self.indexes[idx.name]
+            if not idx.is_current():
+                try:
+                    self.indexes[idx.name] = idx = await asyncio.to_thread(self._open, idx.name)
+                except L2VError as e:
+                    import logging
+
+                    logging.getLogger(__name__).warning("keeping the generation in use of %r: %s", idx.name, e)
+        return idx
 
     def _embed(self, fp: str, instruction: str | None) -> Callable[[list[str]], np.ndarray]:
         encoder = self.encoders[fp]
@@ -139,7 +169,7 @@ class SearchService:
 
     async def search(self, index: str | None, queries: list[str], k: int, instruction: str | None,
                      mode: str | None):
-        idx = self.index(index)
+        idx = await self.current(index)
         mode = idx.resolve_mode(mode)
         xq = None
         if mode != "bm25":
@@ -161,20 +191,29 @@ def create_app(service: SearchService):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
-    from pydantic import BaseModel, Field
+    from pydantic import AfterValidator, BaseModel, Field
+
+    def valid_name(name: str | None) -> str | None:
+        if name in (".", ".."):
+            raise ValueError("not an index name")
+        return name
+
+    # Index names as everywhere ([A-Za-z0-9_.-], not . or ..): names, never paths.
+    IndexName = Annotated[str | None, Field(max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$"),
+                          AfterValidator(valid_name)]
 
     class SearchRequest(BaseModel):
         query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
         k: int = Field(10, ge=1, le=MAX_K)
         instruction: str | None = Field(None, max_length=MAX_QUERY_CHARS)
-        index: str | None = Field(None, max_length=200, pattern=r"^[\w.\-]+$")
+        index: IndexName = None
         mode: Literal["dense", "bm25", "hybrid"] | None = None  # None: the index's default (hybrid with BM25)
 
     class BatchRequest(BaseModel):
         queries: list[str] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
         k: int = Field(10, ge=1, le=MAX_K)
         instruction: str | None = Field(None, max_length=MAX_QUERY_CHARS)
-        index: str | None = Field(None, max_length=200, pattern=r"^[\w.\-]+$")
+        index: IndexName = None
         mode: Literal["dense", "bm25", "hybrid"] | None = None
 
     app = FastAPI(title="llm2vec-search", version="0.1.0",
@@ -230,8 +269,8 @@ def create_app(service: SearchService):
     async def indexes():
         return {"default": service.default, "indexes": [
             {"name": n, "documents": i.size, "dense": i.dense, "default_mode": i.default_mode,
-             "encoder": i.manifest["encoder"]["spec"] if i.dense else None,
-             "faiss": i.manifest["faiss"]["factory"] if i.dense else None}
+             "encoder": i.manifest.encoder["spec"] if i.dense else None,
+             "faiss": i.manifest.faiss.factory if i.dense else None}
             for n, i in service.indexes.items()]}
 
     @app.get("/health")

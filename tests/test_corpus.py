@@ -7,8 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from llm2vec_search.corpus import Fields, ReadStats, read_corpus
-from llm2vec_search.embed import chunk_spans, write_documents
+from llm2vec_search.embed import chunk_spans
 from llm2vec_search.errors import UsageError
+from llm2vec_search.store import write_documents
 
 DOCS = [{"_id": "d1", "title": "Cats", "text": "the cat sleeps"}, {"_id": "d2", "title": "", "text": "a dog runs"}]
 

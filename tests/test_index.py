@@ -8,11 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import WORDS
 
-from llm2vec_search import embed
-from llm2vec_search.embed import ChunkConfig, iter_shards, shard_vectors
+from llm2vec_search import index as pipeline
+from llm2vec_search.embed import ChunkConfig
 from llm2vec_search.errors import IndexStateError, UsageError
 from llm2vec_search.index import build_faiss, build_index
 from llm2vec_search.search import SearchIndex
+from llm2vec_search.store import iter_shards, shard_vectors
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_flat_search_equals_numpy_brute_force(corpus, tmp_path, tiny_encoder):
     folder = _build(corpus, tmp_path, tiny_encoder)
     idx = SearchIndex.open("t", tmp_path)
     idx._encoder = tiny_encoder
-    assert idx.size == 60 and idx.manifest["faiss"]["factory"] == "Flat"
+    assert idx.size == 60 and idx.manifest.faiss.factory == "Flat"
     tables = list(iter_shards(folder))
     xb = np.concatenate([shard_vectors(t) for t in tables])
     rows = [(i, c) for t in tables for i, c in zip(t.column("id").to_pylist(), t.column("chunk").to_pylist())]
@@ -53,7 +54,7 @@ def test_flat_search_equals_numpy_brute_force(corpus, tmp_path, tiny_encoder):
 
 def test_interrupted_indexing_resumes_to_the_same_result(corpus, tmp_path, tiny_encoder, monkeypatch):
     whole = _build(corpus, tmp_path / "a", tiny_encoder)
-    real = embed.embed_shard
+    real = pipeline.embed_chunks
     calls = []
 
     def crash_on_third(*args, **kw):
@@ -62,13 +63,13 @@ def test_interrupted_indexing_resumes_to_the_same_result(corpus, tmp_path, tiny_
             raise KeyboardInterrupt  # as if killed mid-run
         return real(*args, **kw)
 
-    monkeypatch.setattr(embed, "embed_shard", crash_on_third)
+    monkeypatch.setattr(pipeline, "embed_chunks", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         _build(corpus, tmp_path / "b", tiny_encoder)
     with pytest.raises(IndexStateError, match="unfinished"):
         SearchIndex.open("t", tmp_path / "b")  # a half-built index never loads
-    monkeypatch.setattr(embed, "embed_shard", real)
-    done_before = len(list((tmp_path / "b" / "t" / "shards").glob("shard-*.parquet")))
+    monkeypatch.setattr(pipeline, "embed_chunks", real)
+    done_before = len(list((tmp_path / "b" / "t").glob("gen-*/shards/shard-*.parquet")))
     assert done_before == 2
     resumed = _build(corpus, tmp_path / "b", tiny_encoder)
     assert json.loads((resumed / "manifest.json").read_text())["timings"]["reused_shards"] == 2
@@ -79,10 +80,10 @@ def test_interrupted_indexing_resumes_to_the_same_result(corpus, tmp_path, tiny_
 
 
 def test_part_splits_shards_between_processes(corpus, tmp_path, tiny_encoder):
-    _build(corpus, tmp_path, tiny_encoder, part=(1, 2))
-    done = sorted(p.name for p in (tmp_path / "t" / "shards").glob("*.parquet"))
+    staged = _build(corpus, tmp_path, tiny_encoder, part=(1, 2))
+    done = sorted(p.name for p in (staged / "shards").glob("*.parquet"))
     assert done == ["shard-00001.parquet", "shard-00003.parquet"]
-    assert not (tmp_path / "t" / "manifest.json").exists()
+    assert not (staged / "manifest.json").exists() and not (tmp_path / "t" / "CURRENT").exists()
     folder = _build(corpus, tmp_path, tiny_encoder)  # finishes the other shards and the index
     assert json.loads((folder / "manifest.json").read_text())["timings"]["reused_shards"] == 2
 

@@ -104,11 +104,11 @@ def test_build_from_embedded_shards(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from llm2vec_search.embed import shard_path, shard_schema
     from llm2vec_search.ondisk import build_from_shards
+    from llm2vec_search.store import shard_path, shard_schema
 
     xb = clustered(3000)
-    for s in range(3):  # the layout embed.py writes
+    for s in range(3):  # the layout the store writes
         x = xb[s * 1000:(s + 1) * 1000]
         path = shard_path(tmp_path, s)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -117,9 +117,10 @@ def test_serve_refuses_missing_and_mismatched_indexes(monkeypatch, capsys, index
     # The same index, its recorded encoder settings changed behind its back: refused, naming what differs.
     bad = tmp_path / "bad"
     shutil.copytree(index_home / "docs", bad / "docs")
-    manifest = json.loads((bad / "docs" / "manifest.json").read_text())
+    gen = bad / "docs" / (bad / "docs" / "CURRENT").read_text().strip()
+    manifest = json.loads((gen / "manifest.json").read_text())
     manifest["encoder"]["fingerprint"] = "0" * 16
-    (bad / "docs" / "manifest.json").write_text(json.dumps(manifest))
+    (gen / "manifest.json").write_text(json.dumps(manifest))
     code, _, err = run_cli(monkeypatch, capsys, "serve", "--index-dir", str(bad))
     assert code != 0 and err.startswith("error:") and "different encoder" in err and "Traceback" not in err
-    assert not Path(bad / "docs" / "manifest.json.tmp").exists()
+    assert not list(Path(bad).rglob("*.tmp"))

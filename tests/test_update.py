@@ -8,10 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli as run
 
-from llm2vec_search.embed import ChunkConfig, iter_shards
+from llm2vec_search.embed import ChunkConfig
 from llm2vec_search.errors import IndexStateError, UsageError
 from llm2vec_search.index import build_index
 from llm2vec_search.search import SearchIndex
+from llm2vec_search.store import iter_shards
 from llm2vec_search.update import append_documents, remove_documents
 
 CHUNK = ChunkConfig(docs_per_shard=4)
@@ -61,8 +62,8 @@ def test_append_equals_a_fresh_build_and_embeds_only_what_changed(base, tiny_enc
     merged = [(f"d{i}", t) for i, t in enumerate(TEXTS)]
     merged[3] = ("d3", "water in the old river")
     fresh = write(base / "merged.jsonl", merged + [("d10", "a red fish swims"), ("d11", "the gene and the virus")])
-    build_index(fresh, "fresh", base / "idx", encoder=tiny_encoder, chunk=CHUNK, show_progress=False)
-    assert_same_index(folder, base / "idx" / "fresh")
+    assert_same_index(folder, build_index(fresh, "fresh", base / "idx", encoder=tiny_encoder, chunk=CHUNK,
+                                          show_progress=False))
     assert json.loads((folder / "manifest.json").read_text())["updates"][0]["added"] == 2
 
     hits = SearchIndex.open("docs", base / "idx").search(["red fish"], k=1, mode="bm25")[0]
@@ -73,30 +74,34 @@ def test_append_equals_a_fresh_build_and_embeds_only_what_changed(base, tiny_enc
 
 
 def test_remove_equals_a_fresh_build_without_reembedding(base, tiny_encoder, monkeypatch):
-    import llm2vec_search.update as update
+    import llm2vec_search.index as pipeline
 
-    monkeypatch.setattr(update, "embed_chunks", lambda *a, **k: pytest.fail("remove must not re-embed"))
+    monkeypatch.setattr(pipeline, "embed_chunks", lambda *a, **k: pytest.fail("remove must not re-embed"))
     folder, stats = remove_documents(["d1", "d6"], "docs", base / "idx", show_progress=False)
     assert (stats.removed, stats.embedded, stats.reused) == (2, 0, 8)
+    monkeypatch.undo()  # the fresh build below embeds, of course
     kept = [(f"d{i}", t) for i, t in enumerate(TEXTS) if i not in (1, 6)]
-    build_index(write(base / "kept.jsonl", kept), "fresh", base / "idx", encoder=tiny_encoder, chunk=CHUNK,
-                show_progress=False)
-    assert_same_index(folder, base / "idx" / "fresh")
+    assert_same_index(folder, build_index(write(base / "kept.jsonl", kept), "fresh", base / "idx",
+                                          encoder=tiny_encoder, chunk=CHUNK, show_progress=False))
     assert sorted(p.name for p in (folder / "shards").iterdir()) == ["shard-00000.parquet", "shard-00001.parquet"]
     assert not (folder / "previous-shards").exists() and not (folder / "update.json").exists()
 
 
 def test_remove_unknown_ids_changes_nothing(base):
-    before = (base / "idx" / "docs" / "manifest.json").read_text()
+    before = sorted(p.relative_to(base) for p in (base / "idx").rglob("*"))
+    current = (base / "idx" / "docs" / "CURRENT").read_text()
     with pytest.raises(UsageError, match="not in the index.*'nope'"):
         remove_documents(["d1", "nope"], "docs", base / "idx", show_progress=False)
-    assert (base / "idx" / "docs" / "manifest.json").read_text() == before
+    with pytest.raises(UsageError, match="removing all 10 documents would leave the index empty; nothing removed"):
+        remove_documents([f"d{i}" for i in range(10)], "docs", base / "idx", show_progress=False)
+    assert (base / "idx" / "docs" / "CURRENT").read_text() == current
+    assert sorted(p.relative_to(base) for p in (base / "idx").rglob("*")) == before
     with pytest.raises(IndexStateError, match="no finished index 'other'"):
         remove_documents(["d1"], "other", base / "idx", show_progress=False)
 
 
-def test_an_interrupted_append_never_loads_and_a_rerun_finishes_it(base, tiny_encoder, monkeypatch):
-    import llm2vec_search.update as update
+def test_an_interrupted_append_keeps_the_old_generation_and_a_rerun_finishes_it(base, tiny_encoder, monkeypatch):
+    import llm2vec_search.index as update
 
     new = write(base / "new.jsonl", [("d0", "the cat sleeps in the old house"), ("d12", "a small mouse"),
                                     ("d13", "the bright city"), ("d14", "a sad wolf"), ("d15", "green tree")])
@@ -111,17 +116,17 @@ def test_an_interrupted_append_never_loads_and_a_rerun_finishes_it(base, tiny_en
     monkeypatch.setattr(update, "embed_chunks", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         append_documents(new, "docs", base / "idx", encoder=tiny_encoder, show_progress=False)
-    with pytest.raises(IndexStateError):
-        SearchIndex.open("docs", base / "idx")
+    old = SearchIndex.open("docs", base / "idx")  # the published generation still answers, as it was
+    assert old.size == len(TEXTS) and "d12" not in {h.id for h in old.search(["small mouse"], k=20, mode="bm25")[0]}
+    old.close()
     monkeypatch.setattr(update, "embed_chunks", real)
     folder, stats = append_documents(new, "docs", base / "idx", encoder=tiny_encoder, show_progress=False)
 
     merged = [(f"d{i}", t) for i, t in enumerate(TEXTS)]
     merged[0] = ("d0", "the cat sleeps in the old house")
     rows = merged + [("d12", "a small mouse"), ("d13", "the bright city"), ("d14", "a sad wolf"), ("d15", "green tree")]
-    build_index(write(base / "merged.jsonl", rows), "fresh", base / "idx", encoder=tiny_encoder, chunk=CHUNK,
-                show_progress=False)
-    assert_same_index(folder, base / "idx" / "fresh")
+    assert_same_index(folder, build_index(write(base / "merged.jsonl", rows), "fresh", base / "idx",
+                                          encoder=tiny_encoder, chunk=CHUNK, show_progress=False))
 
 
 def test_cli_append_and_remove(monkeypatch, capsys, base):

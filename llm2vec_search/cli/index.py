@@ -16,6 +16,8 @@ from .options import DEFAULT_MODEL, Alpha, FusionMethod, Json, Mode, Model, make
 IndexDir = Annotated[
     str | None, typer.Option("--index-dir", help="Index home (default $L2V_SEARCH_INDEX_DIR or ./indexes).")
 ]
+NoWait = Annotated[bool, typer.Option("--no-wait", help="Fail at once when another process is writing the "
+                                      "index (default: wait for it).")]
 
 
 def _parse_part(value: str | None) -> tuple[int, int]:
@@ -46,6 +48,8 @@ def index_cmd(
     skip_invalid: Annotated[bool, typer.Option(help="Skip (and count) malformed rows instead of failing.")] = False,
     chunk_tokens: Annotated[int | None, typer.Option(help="Tokens per window of a long document.")] = None,
     chunk_overlap: Annotated[int, typer.Option(help="Tokens shared by consecutive windows.")] = 64,
+    docs_per_shard: Annotated[int | None, typer.Option(help="Documents per shard: the unit of work that workers "
+                                                       "share and a rerun resumes from (default 128).")] = None,
     memory_budget_gb: Annotated[float | None, typer.Option("--memory-budget", help="GB for the vectors.")] = None,
     shard: Annotated[str | None, typer.Option("--shard", help="I/N: embed only this process's shards.")] = None,
     no_bm25: Annotated[bool, typer.Option("--no-bm25", help="Skip the BM25 index.")] = False,
@@ -55,6 +59,7 @@ def index_cmd(
     devices: Annotated[str | None, typer.Option(help="One process per device, e.g. cuda:0,cuda:1.")] = None,
     engine: Annotated[str, typer.Option(help="local | ray (actors on a Ray cluster).")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster (auto, host:port); default local.")] = None,
+    no_wait: NoWait = False,
     json_: Json = False,
 ) -> None:
     """Embed a corpus into Parquet shards and build FAISS (+ BM25) indexes; resumes if interrupted.
@@ -64,14 +69,17 @@ def index_cmd(
     from ..corpus import Fields
     from ..embed import ChunkConfig
     from ..index import build_index, sample_corpus
+    from ..store import IndexManifest, check_name
 
     if sample == (corpus is not None):
         raise UsageError("give a CORPUS path or --sample (not both)")
     path = sample_corpus() if sample else Path(corpus)
-    name = name or ("sample" if sample else None)
+    name = check_name(name) if name is not None else ("sample" if sample else None)
     if append:
-        _append(path, name, index_dir, Fields(id_field, text_field, title_field), skip_invalid, json_)
+        _append(path, name, index_dir, Fields(id_field, text_field, title_field), skip_invalid, not no_wait, json_)
         return
+    chunk = ChunkConfig(chunk_tokens, chunk_overlap, **({} if docs_per_shard is None else
+                                                         {"docs_per_shard": docs_per_shard}))
     budget = int(memory_budget_gb * 2**30) if memory_budget_gb else None
     if workers is not None or devices or engine != "local" or ray_address:  # see distributed.py
         from ..distributed import ScaleConfig, build_index_scaled, parse_devices
@@ -81,48 +89,51 @@ def index_cmd(
         folder = build_index_scaled(path, name, index_dir, model, index_type, scale=ScaleConfig(
             engine, parse_devices(devices), workers, ray_address=ray_address),
             fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
-            chunk=ChunkConfig(chunk_tokens, chunk_overlap), memory_budget=budget, bm25=not no_bm25)
+            chunk=chunk, memory_budget=budget, bm25=not no_bm25, wait=not no_wait)
     else:
         folder = build_index(path, name, index_dir, model, index_type,
                              fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
-                             chunk=ChunkConfig(chunk_tokens, chunk_overlap), memory_budget=budget,
-                             bm25=not no_bm25, part=_parse_part(shard))
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
+                             chunk=chunk, memory_budget=budget, bm25=not no_bm25, part=_parse_part(shard),
+                             wait=not no_wait)
+    manifest = IndexManifest.read(folder)
+    if manifest is None:
         err.print(f"embedded shard part {shard}; run without --shard to finish the index")
         return
-    manifest = json.loads(manifest_path.read_text())
     if json_:
-        print_json(manifest)
+        print_json(manifest.as_dict())
         return
-    c = manifest["corpus"]
-    err.print(f"[green]index {manifest['name']!r}[/green] at {folder}: {c['documents']} documents, "
-              f"{manifest['faiss']['vectors']} vectors ({manifest['faiss']['factory']}), "
-              f"{c['empty_skipped']} empty and {c['invalid_skipped']} invalid rows skipped, "
-              f"{manifest['timings']['total_seconds']:.0f}s", highlight=False)
+    c = manifest.corpus
+    err.print(f"[green]index {manifest.name!r}[/green] at {folder.parent}: {c.documents} documents, "
+              f"{manifest.faiss.vectors} vectors ({manifest.faiss.factory}), "
+              f"{c.empty_skipped} empty and {c.invalid_skipped} invalid rows skipped, "
+              f"{manifest.timings['total_seconds']:.0f}s ({folder.name})", highlight=False, soft_wrap=True)
 
 
-def _append(path: Path, name: str | None, index_dir: str | None, fields, skip_invalid: bool, json_: bool) -> None:
+def _append(path: Path, name: str | None, index_dir: str | None, fields, skip_invalid: bool, wait: bool,
+            json_: bool) -> None:
+    from ..store import safe_name
     from ..update import append_documents
 
     if not path.exists():
         raise UsageError(f"corpus not found: {path}")
-    name = name or (path.name if path.is_dir() else path.stem)
-    folder, stats = append_documents(path, name, index_dir, fields=fields, skip_invalid=skip_invalid)
+    name = name or safe_name(path.name if path.is_dir() else path.stem)
+    folder, stats = append_documents(path, name, index_dir, fields=fields, skip_invalid=skip_invalid, wait=wait)
     _report_update(folder, stats, json_)
 
 
 def _report_update(folder: Path, stats, json_: bool) -> None:
     import dataclasses
 
-    manifest = json.loads((folder / "manifest.json").read_text())
+    from ..store import IndexManifest
+
+    manifest = IndexManifest.read(folder)
     if json_:
-        print_json({"index": manifest["name"], **dataclasses.asdict(stats),
-                    "documents": manifest["corpus"]["documents"], "vectors": manifest["faiss"]["vectors"]})
+        print_json({"index": manifest.name, **dataclasses.asdict(stats),
+                    "documents": manifest.corpus.documents, "vectors": manifest.faiss.vectors})
         return
-    err.print(f"[green]index {manifest['name']!r}[/green]: {stats.added} added, {stats.changed} changed, "
+    err.print(f"[green]index {manifest.name!r}[/green]: {stats.added} added, {stats.changed} changed, "
               f"{stats.unchanged} unchanged, {stats.removed} removed; {stats.embedded} embedded, "
-              f"{stats.reused} reused; now {manifest['corpus']['documents']} documents", highlight=False)
+              f"{stats.reused} reused; now {manifest.corpus.documents} documents", highlight=False)
 
 
 @app.command("remove")
@@ -131,6 +142,7 @@ def remove_cmd(
     index: Annotated[str | None, typer.Option("--index", help="Index name (optional with one index).")] = None,
     index_dir: IndexDir = None,
     ids_file: Annotated[str | None, typer.Option("--ids-file", help="File with one id per line.")] = None,
+    no_wait: NoWait = False,
     json_: Json = False,
 ) -> None:
     """Remove documents by id; the other documents keep their vectors (nothing is re-embedded).
@@ -148,7 +160,7 @@ def remove_cmd(
         wanted += [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not wanted:
         raise UsageError("give document ids to remove (arguments or --ids-file)")
-    folder, stats = remove_documents(wanted, resolve_index_name(index, index_dir), index_dir)
+    folder, stats = remove_documents(wanted, resolve_index_name(index, index_dir), index_dir, wait=not no_wait)
     _report_update(folder, stats, json_)
 
 
@@ -256,15 +268,16 @@ def _batch(idx, path, k, instruction, mode, fusion, nprobe, ef_search, fmt, outp
 @app.command("indexes")
 def indexes_cmd(index_dir: IndexDir = None, json_: Json = False) -> None:
     """List the indexes in the index home."""
-    from ..index import list_indexes
+    from ..store import list_indexes
 
     found = list_indexes(index_dir)
     if json_:
-        print_json({"indexes": [{"name": m["name"], "documents": m["corpus"]["documents"],
-                                 "vectors": m["faiss"]["vectors"], "encoder": m["encoder"]["spec"]} for m in found]})
+        print_json({"indexes": [{"name": m.name, "documents": m.corpus.documents,
+                                 "vectors": m.faiss.vectors if m.dense else 0,
+                                 "encoder": m.encoder["spec"] if m.dense else None} for m in found]})
         return
     table = Table("name", "documents", "vectors", "faiss", "encoder")
     for m in found:
-        table.add_row(m["name"], str(m["corpus"]["documents"]), str(m["faiss"]["vectors"]), m["faiss"]["factory"],
-                      m["encoder"]["spec"])
+        table.add_row(m.name, str(m.corpus.documents), str(m.faiss.vectors if m.dense else 0),
+                      m.faiss.factory if m.dense else "-", m.encoder["spec"] if m.dense else "BM25 only")
     out.print(table)
