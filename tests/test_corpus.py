@@ -93,3 +93,20 @@ def test_chunk_spans_cover_the_text_with_overlap():
     starts = [offsets.index(next(o for o in offsets if o[0] == s)) for s, _ in spans]
     assert starts == [0, 3, 6]  # stride 3 = window - overlap, and the last window reaches the end
     assert chunk_spans(offsets[:3], window=4, overlap=1) == [(0, 5)]
+
+
+def test_csv_quotes_are_strict(tmp_path):
+    """An unbalanced quote used to swallow the rest of the file into one document."""
+    path = tmp_path / "c.csv"
+    path.write_text('id,text\n1,"hello\n2,world\n3,foo\n')
+    with pytest.raises(UsageError, match=r"c.csv:2: malformed CSV \(a quote opened here is never closed\)"):
+        list(read_corpus(path))
+    stats = ReadStats()
+    assert ids(path, skip_invalid=True, stats=stats) == [("2", "world"), ("3", "foo")] and stats.invalid == 1
+    (tmp_path / "t.csv").write_text('id,text\n1,"hel"lo\n2,ok\n3,a,b\n')
+    with pytest.raises(UsageError, match=r"t.csv:2: malformed CSV"):
+        list(read_corpus(tmp_path / "t.csv"))
+    stats = ReadStats()
+    assert ids(tmp_path / "t.csv", skip_invalid=True, stats=stats) == [("2", "ok")] and stats.invalid == 2
+    (tmp_path / "m.csv").write_text('id,text\n1,"two\nlines"\n\n2,"a ""quoted"" word"\n')
+    assert ids(tmp_path / "m.csv") == [("1", "two\nlines"), ("2", 'a "quoted" word')]

@@ -233,3 +233,43 @@ def test_cache_location(monkeypatch, tmp_path):
 def test_unknown_alias_names_the_aliases():
     with pytest.raises(ModelError, match="smollm2-135m, gemma3-270m"):
         resolve("smollm3")
+
+
+def test_the_encoder_fingerprint_covers_the_weights(tmp_path, tiny_model_dir):
+    """A checkpoint's safetensors replaced by another of the same architecture: the index refuses it."""
+    import json
+    import shutil
+
+    from conftest import make_tiny_model
+
+    from llm2vec_search.encoder import load_encoder
+    from llm2vec_search.errors import IndexStateError
+    from llm2vec_search.index import build_index
+    from llm2vec_search.search import SearchIndex
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(["a cat", "a dog"])))
+    build_index(corpus, "docs", tmp_path / "idx", encoder=load_encoder(str(model), dtype="fp32", device="cpu"),
+                bm25=False, show_progress=False)
+    other = make_tiny_model(tmp_path / "other", seed=1)
+    shutil.copyfile(other / "model.safetensors", model / "model.safetensors")
+    with pytest.raises(IndexStateError, match=r"built with a different encoder \(weights_sha256: '"):
+        SearchIndex.open("docs", tmp_path / "idx").load_encoder(dtype="fp32", device="cpu")
+
+
+def test_weight_hashes_are_cached_by_size_and_mtime(tmp_path, tiny_model_dir, monkeypatch):
+    import os
+    import shutil
+
+    from llm2vec_search import models
+
+    real, read = models.sha256_file, []
+    monkeypatch.setattr(models, "sha256_file", lambda path: read.append(path) or real(path))
+    source = models.resolve(str(shutil.copytree(tiny_model_dir, tmp_path / "model")))
+    first = source.weights_sha256()
+    assert len(read) == 1
+    assert source.weights_sha256() == first and len(read) == 1  # a stat, no read
+    weights = tmp_path / "model" / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
+    assert source.weights_sha256() == first and len(read) == 2  # touched: read again

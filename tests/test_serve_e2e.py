@@ -1,6 +1,6 @@
 """``l2v-search serve`` for real: a uvicorn server on loopback, driven over HTTP and in headless
-Chromium (Debian's ``chromium``, driven by Playwright; ``make test`` installs both), and the
-command's start-up errors."""
+Chromium (Debian's ``chromium``, driven by Playwright; ``make test`` installs both), switching
+generations while ``--append`` and ``remove`` run beside it, and the command's start-up errors."""
 
 import json
 import os
@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,12 +40,18 @@ def index_home(tmp_path_factory, tiny_encoder):
     return home
 
 
+CLI = [sys.executable, "-c", "from llm2vec_search.cli import main; main()"]
+
+
 @pytest.fixture(scope="module")
 def server(index_home):
     """``l2v-search serve`` in its own process, as a user starts it; stopped with SIGTERM."""
+    yield from serve(index_home)
+
+
+def serve(index_home):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "from llm2vec_search.cli import main; main()", "serve",
-                             "--index-dir", str(index_home), "--port", str(port)],
+    proc = subprocess.Popen([*CLI, "serve", "--index-dir", str(index_home), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=os.environ | {"OMP_NUM_THREADS": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -106,6 +113,56 @@ def test_search_page_in_headless_chromium(server, tmp_path):
             assert all(u.startswith(server) for u in requests_out), "the page loads nothing from outside"
         finally:
             browser.close()
+
+
+def test_a_served_index_switches_generations_without_a_failed_request(tmp_path, tiny_encoder):
+    """Requests in every mode run without pause while an ``--append`` and a ``remove`` publish new
+    generations: none fails, and after each switch every mode sees the new documents only."""
+    home = tmp_path / "idx"
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "title": t, "text": x}) for i, (t, x) in enumerate(DOCS)))
+    build_index(corpus, "docs", home, encoder=tiny_encoder, show_progress=False)
+    modes, failures, answered, stop = ("dense", "bm25", "hybrid"), [], [0], threading.Event()
+
+    def ids(client, url, mode):
+        r = client.post(f"{url}/search", json={"query": "a small mouse in the house", "k": 20, "mode": mode})
+        assert r.status_code == 200, r.text
+        return {h["id"] for h in r.json()["results"]}
+
+    def hammer(url, n):
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                try:
+                    ids(client, url, modes[n % 3])
+                    answered[0] += 1
+                except (AssertionError, httpx.HTTPError) as e:
+                    failures.append(repr(e)[:300])
+                n += 1
+                stop.wait(0.02)  # steady traffic that leaves the writers some CPU
+
+    def cli(*args):
+        done = subprocess.run([*CLI, *args, "--index-dir", str(home)], capture_output=True, text=True, timeout=300,
+                              env=os.environ | {"OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr
+
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"id": "mouse", "title": "mice", "text": "a small mouse in the house"}))
+    for url in serve(home):
+        threads = [threading.Thread(target=hammer, args=(url, n)) for n in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            cli("index", str(more), "--name", "docs", "--append")
+            with httpx.Client(timeout=60) as client:
+                assert all("mouse" in ids(client, url, mode) for mode in modes)
+            cli("remove", "d0", "--index", "docs")
+            with httpx.Client(timeout=60) as client:
+                assert all("d0" not in ids(client, url, mode) and "mouse" in ids(client, url, mode) for mode in modes)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+    assert failures == [] and answered[0] > 0
 
 
 def test_serve_refuses_missing_and_mismatched_indexes(monkeypatch, capsys, index_home, tmp_path):

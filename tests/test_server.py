@@ -54,7 +54,9 @@ def test_contract(client):
 
 @pytest.mark.parametrize("payload,status", [
     ({"query": "", "k": 3}, 422), ({"query": "x", "k": 0}, 422), ({"query": "x", "k": 1001}, 422),
-    ({"query": "x" * 2001}, 422), ({"query": "x", "index": "../etc"}, 422), ({"query": "x", "mode": "sparse"}, 422),
+    ({"query": "x" * 2001}, 422), ({"query": "x", "index": "../etc"}, 422),
+    ({"query": "x", "index": ".."}, 422), ({"query": "x", "index": "caf\u00e9"}, 422),
+    ({"query": "x", "mode": "sparse"}, 422),
     ({"query": "x", "index": "nope"}, 404), ({"k": 3}, 422),
 ])
 def test_limits_and_errors(client, payload, status):
