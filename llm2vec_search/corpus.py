@@ -168,8 +168,8 @@ def _read_csv(path: Path, delimiter: str, fields: Fields, skip_invalid: bool, st
                 except csv.Error as e:
                     if not skip_invalid or header is None:
                         why = "a quote opened here is never closed" if "end of data" in str(e) else str(e)
-                    raise UsageError(f"{path}:{line}: malformed CSV ({why}); use --skip-invalid to skip "
-                                     "bad rows") from None
+                        raise UsageError(f"{path}:{line}: malformed CSV ({why}); use --skip-invalid to skip "
+                                         "bad rows") from None
                     stats.invalid += 1
                     lines.again()  # from the line after the bad row's first
                     line += 1

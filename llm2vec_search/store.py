@@ -73,7 +73,7 @@ def check_name(name: str) -> str:
 
 def safe_name(text: str) -> str:
     """A valid index name made from any text (a corpus file or dataset folder name)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:200]
+    name = re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-")[:200]
     return name if name not in ("", ".", "..") else "index"
 
 
