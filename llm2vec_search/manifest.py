@@ -6,13 +6,15 @@ names what differs, and a result can be reproduced.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import platform
-import tempfile
-from collections.abc import Iterable, Mapping
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -49,19 +51,35 @@ def fingerprint(parts: Iterable[Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``: never half-written."""
+def _commit(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary file or folder onto ``path``: the one step that makes a write visible."""
+    if tmp.is_dir() and path.is_dir():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path``, unique to this process and call, renamed onto ``path``
+    when the block succeeds and removed when it fails: readers see the old file or the new one,
+    never a half-written one, and writers never share a temporary name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield tmp
+        _commit(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to ``path`` atomically (:func:`atomic`)."""
+    with atomic(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -84,14 +102,6 @@ def diff(expected: Mapping[str, Any], found: Mapping[str, Any], keys: Iterable[s
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write text to ``path`` atomically (:func:`atomic`)."""
+    with atomic(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

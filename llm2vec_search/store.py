@@ -19,7 +19,7 @@ A writer (build, ``--append``, ``remove``) takes the lock, stages a new generati
 current one, fills it and publishes it by replacing ``CURRENT``; readers (query, eval, serve)
 open the generation ``CURRENT`` names, so they never see a half-written one. A generation that no
 reader holds is removed at the next publish. Every file is written under a unique temporary name
-and renamed into place (:func:`atomic`), so a killed writer leaves whole files only, and a rerun
+and renamed into place (``manifest.atomic``), so a killed writer leaves whole files only, and a rerun
 resumes the staged generation of the same run fingerprint.
 """
 
@@ -35,7 +35,6 @@ import re
 import shutil
 import sys
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -46,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import IndexStateError, UsageError
-from .manifest import diff, fingerprint
+from .manifest import as_dict, atomic, diff, fingerprint, write_json_atomic
 
 KIND = "llm2vec-search.index"
 FORMAT = 2  # 1: one folder per index, before generations (not readable: rebuild)
@@ -93,34 +92,7 @@ def shard_count(n_docs: int, docs_per_shard: int) -> int:
     return max(1, -(-n_docs // docs_per_shard))
 
 
-# -- writing files -----------------------------------------------------------------------------
-def _commit(tmp: Path, path: Path) -> None:
-    """Rename a finished temporary file or folder onto ``path``: the one step that makes a write visible."""
-    if tmp.is_dir() and path.is_dir():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def atomic(path: Path) -> Iterator[Path]:
-    """A unique temporary path beside ``path``; renamed onto it when the block succeeds, removed otherwise."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        yield tmp
-        _commit(tmp, path)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    with atomic(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-
-
+# -- writing files: every write goes through manifest.atomic (unique temporary name, then rename) --
 def _read_json(path: Path) -> Any | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -342,7 +314,7 @@ class IndexManifest:
         return self.faiss is not None
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return as_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IndexManifest:
@@ -364,7 +336,7 @@ class IndexManifest:
             return None
 
     def write(self, gen: Path) -> None:
-        write_json(gen / MANIFEST, self.as_dict())
+        write_json_atomic(gen / MANIFEST, self.as_dict())
 
     def diff(self, encoder) -> list[str]:
         """What differs between the encoder recorded here and ``encoder``, as ``key: recorded != found``."""
@@ -579,7 +551,8 @@ class IndexStore:
         gen.mkdir()
         (gen / READERS).touch()
         write_docs(gen / DOCS_FILE)
-        write_json(gen / BUILD, {"fingerprint": run_fp, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        write_json_atomic(gen / BUILD, {"fingerprint": run_fp,
+                                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         return gen, False
 
     def publish(self, gen: Path) -> None:

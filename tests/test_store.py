@@ -13,7 +13,7 @@ import pytest
 from conftest import run_cli
 from test_update import CHUNK, TEXTS, assert_same_index, write
 
-from llm2vec_search import store
+from llm2vec_search import manifest, store
 from llm2vec_search.errors import IndexStateError, UsageError
 from llm2vec_search.index import build_index
 from llm2vec_search.search import SearchIndex
@@ -24,20 +24,20 @@ NEW = [("d0", "the cat sleeps in the old house"), ("d12", "a small mouse"), ("d1
        ("d14", "a sad wolf"), ("d15", "green tree")]
 
 # A child process that builds, appends or removes with the tiny model in fp32 (as the fixtures do),
-# optionally killing itself with SIGKILL just before its k-th file write becomes visible.
+# optionally killing itself with SIGKILL just before its k-th file write in the index home becomes visible.
 CHILD = r"""
 import json, os, signal, sys
-from llm2vec_search import store
+from llm2vec_search import manifest
 from llm2vec_search.embed import ChunkConfig
 a = json.loads(sys.argv[1])
 if a.get("kill_at"):
-    real, n = store._commit, [0]
+    real, n = manifest._commit, [0]
     def commit(tmp, path):
-        n[0] += 1
+        n[0] += str(path).startswith(a["home"])
         if n[0] == a["kill_at"]:
             os.kill(os.getpid(), signal.SIGKILL)
         real(tmp, path)
-    store._commit = commit
+    manifest._commit = commit
 if a["what"] == "remove":
     from llm2vec_search.update import remove_documents
     remove_documents(a["ids"], a["name"], a["home"], show_progress=False)
@@ -207,16 +207,17 @@ class Crash(BaseException):
     """Stands for a kill: not an Exception, so nothing on the way catches it."""
 
 
-def crash_at(monkeypatch, k):
-    real, n = store._commit, [0]
+def crash_at(monkeypatch, k, home):
+    """Crash just before the k-th write under ``home`` becomes visible."""
+    real, n = manifest._commit, [0]
 
     def commit(tmp, path):
-        n[0] += 1
+        n[0] += path.is_relative_to(home)
         if n[0] == k:
             raise Crash
         real(tmp, path)
 
-    monkeypatch.setattr(store, "_commit", commit)
+    monkeypatch.setattr(manifest, "_commit", commit)
 
 
 @pytest.mark.parametrize("what", ["build", "update"])
@@ -235,7 +236,7 @@ def test_a_crash_at_every_write_leaves_the_old_generation_and_a_rerun_finishes(w
     for k in range(1, 100):
         home = tmp_path / f"k{k}"
         shutil.copytree(base / "idx", home)
-        crash_at(monkeypatch, k)
+        crash_at(monkeypatch, k, home)
         try:
             run(home)
             break  # fewer than k writes: every step was tried
