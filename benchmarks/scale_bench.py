@@ -140,6 +140,7 @@ def bench_engines(args) -> None:
     from llm2vec_search.distributed import ScaleConfig, build_index_scaled
     from llm2vec_search.embed import ChunkConfig
     from llm2vec_search.index import build_index
+    from llm2vec_search.store import shard_paths
 
     work = Path(tempfile.mkdtemp(prefix="scale-engines-"))
     rng = np.random.default_rng(0)
@@ -149,21 +150,22 @@ def bench_engines(args) -> None:
                                 for i in range(args.docs)))
     chunk = ChunkConfig(docs_per_shard=args.docs_per_shard)
     overrides = {"dtype": "fp32", "max_length": args.max_length}
-    timings = {}
+    timings, folders = {}, {}
     try:
         t0 = time.perf_counter()
-        build_index(corpus, "local", work, args.model, chunk=chunk, encoder_overrides={**overrides, "device": "cpu"},
-                    show_progress=False)
+        folders["local"] = build_index(corpus, "local", work, args.model, chunk=chunk,
+                                       encoder_overrides={**overrides, "device": "cpu"}, show_progress=False)
         timings["local (1 process)"] = time.perf_counter() - t0
         for label, scale in (("--workers 2", ScaleConfig(workers=2, threads_per_worker=1)),
                              ("ray, 2 CPU actors", ScaleConfig(engine="ray", workers=2))):
             t0 = time.perf_counter()
-            build_index_scaled(corpus, label.split()[0].strip("-,"), work, args.model, chunk=chunk,
-                               encoder_overrides=overrides, scale=scale, show_progress=False)
+            name = label.split()[0].strip("-,")
+            folders[name] = build_index_scaled(corpus, name, work, args.model, chunk=chunk,
+                                               encoder_overrides=overrides, scale=scale, show_progress=False)
             timings[label] = time.perf_counter() - t0
-        ref = [pq.read_table(p) for p in sorted((work / "local" / "shards").glob("*.parquet"))]
+        ref = [pq.read_table(p) for p in shard_paths(folders["local"])]
         for label, name in (("--workers 2", "workers"), ("ray, 2 CPU actors", "ray")):
-            other = [pq.read_table(p) for p in sorted((work / name / "shards").glob("*.parquet"))]
+            other = [pq.read_table(p) for p in shard_paths(folders[name])]
             same = len(ref) == len(other) and all(
                 a.column("id").equals(b.column("id")) and np.allclose(
                     np.array(a.column("vector").to_pylist()), np.array(b.column("vector").to_pylist()), atol=1e-5)

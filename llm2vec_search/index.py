@@ -297,7 +297,13 @@ def run_pipeline(store: IndexStore, make_plan: Callable[[IndexManifest | None], 
                  part: tuple[int, int] = (0, 1), wait: bool = True, show_progress: bool = True,
                  t0: float | None = None) -> Path:
     """Stage, embed, finish and publish what ``make_plan(current manifest)`` asks for; returns the
-    generation's folder (the staged one for a ``part`` run, which only embeds its shards)."""
+    generation's folder (the staged one for a ``part`` run, which only embeds its shards).
+
+    Nothing is locked or written when the current generation already is what the plan makes.
+    Otherwise the writer lock is taken (``wait=False``: fail at once when another writer has it),
+    the plan made again from what is current then, and a generation staged (or an interrupted
+    one of the same run resumed); a part run holds that generation and drops the lock to embed.
+    """
     t0 = time.perf_counter() if t0 is None else t0
     whole = part == (0, 1)
     if whole:
@@ -308,8 +314,8 @@ def run_pipeline(store: IndexStore, make_plan: Callable[[IndexManifest | None], 
     try:
         current = store.manifest()
         plan = make_plan(current)  # again, under the lock: another writer may have published meanwhile
-        if whole and (done := store.finished(plan.accepts)) is not None:
-            if done != store.current():
+        if (done := store.finished(plan.accepts)) is not None:  # nothing to embed (a part run too)
+            if whole and done != store.current():
                 store.publish(done)  # finished by a writer killed before it published
             return done
         gen, _ = store.stage(plan.run_fp, plan.write_docs)
@@ -321,18 +327,7 @@ def run_pipeline(store: IndexStore, make_plan: Callable[[IndexManifest | None], 
             lock.release()
         if plan.encoder is not None:
             job = ShardJob(gen, plan.run_fp, plan.chunk, previous)
-            n_shards = shard_count(plan.corpus.documents, plan.chunk.docs_per_shard)
-            todo = [s for s in range(n_shards) if s % part[1] == part[0]]
-            pending = job.pending(todo)
-            t1 = time.perf_counter()
-            counts = engine.embed(job, pending, show_progress) if pending else {}
-            seconds = round(time.perf_counter() - t1, 2)
-            timings.update(shards=n_shards, embedded_shards=len(pending), reused_shards=len(todo) - len(pending),
-                           seconds=seconds, tokens=counts.get("tokens", 0))
-            engine_record = {**engine.describe(), "embedded_shards": len(pending), "shards": n_shards,
-                             "embed_seconds": seconds}
-            if whole and (missing := job.pending(range(n_shards))):
-                raise IndexStateError(f"index {plan.name!r}: {len(missing)} shard(s) were not written; rerun")
+            engine_record = _embed(job, plan, engine, part, timings, show_progress)
         if whole:
             _finish(store, gen, plan, timings, engine_record, t0)
         return gen
@@ -341,6 +336,22 @@ def run_pipeline(store: IndexStore, make_plan: Callable[[IndexManifest | None], 
         for h in holds:
             if h is not None:
                 h.release()
+
+
+def _embed(job: ShardJob, plan: Plan, engine: Engine, part: tuple[int, int], timings: dict,
+           show_progress: bool) -> dict[str, Any]:
+    """Embed the pending shards of this part with ``engine``; returns the manifest's engine record."""
+    n_shards = shard_count(plan.corpus.documents, plan.chunk.docs_per_shard)
+    todo = [s for s in range(n_shards) if s % part[1] == part[0]]
+    pending = job.pending(todo)
+    t1 = time.perf_counter()
+    counts = engine.embed(job, pending, show_progress) if pending else {}
+    seconds = round(time.perf_counter() - t1, 2)
+    timings.update(shards=n_shards, embedded_shards=len(pending), reused_shards=len(todo) - len(pending),
+                   seconds=seconds, tokens=counts.get("tokens", 0))
+    if part == (0, 1) and (missing := job.pending(range(n_shards))):
+        raise IndexStateError(f"index {plan.name!r}: {len(missing)} shard(s) were not written; rerun")
+    return {**engine.describe(), "embedded_shards": len(pending), "shards": n_shards, "embed_seconds": seconds}
 
 
 def _finish(store: IndexStore, gen: Path, plan: Plan, timings: dict, engine: dict | None, t0: float) -> None:
