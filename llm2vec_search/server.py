@@ -20,6 +20,7 @@ done (:mod:`llm2vec_search.store`).
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -31,6 +32,7 @@ import numpy as np
 from .errors import L2VError, UsageError
 from .store import check_name
 
+log = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 2000
 MAX_K = 1000
 MAX_BATCH_QUERIES = 256
@@ -114,6 +116,7 @@ class SearchService:
         self.encoders: dict[str, object] = {}
         self.indexes = {n: self._open(n) for n in names}
         self.reloading: dict[str, asyncio.Lock] = {}
+        self.failed: dict[str, Path | None] = {}  # a generation that did not open, not tried again
         self.batchers: dict[tuple[str, str | None], MicroBatcher] = {}
         self.default = names[0]
 
@@ -137,20 +140,19 @@ class SearchService:
 
     async def current(self, name: str | None):
         """The index for a request: switched to its newest generation first if one was published.
-        A generation that fails to open is logged and the one in use kept."""
+        A generation that fails to open is logged once and the one in use kept."""
         idx = self.index(name)
-        if idx.is_current():
+        if idx.is_current() or self.failed.get(idx.name) == idx.store.current():
             return idx
         lock = self.reloading.setdefault(idx.name, asyncio.Lock())
         async with lock:  # one reload at a time; the requests waiting here then see the new one
             idx = self.indexes[idx.name]
-            if not idx.is_current():
+            if not idx.is_current() and self.failed.get(idx.name) != (newest := idx.store.current()):
                 try:
                     self.indexes[idx.name] = idx = await asyncio.to_thread(self._open, idx.name)
                 except L2VError as e:
-                    import logging
-
-                    logging.getLogger(__name__).warning("keeping the generation in use of %r: %s", idx.name, e)
+                    self.failed[idx.name] = newest
+                    log.warning("index %r: keeping the generation in use, the new one does not open: %s", idx.name, e)
         return idx
 
     def _embed(self, fp: str, instruction: str | None) -> Callable[[list[str]], np.ndarray]:

@@ -113,3 +113,26 @@ def test_micro_batcher_survives_a_new_event_loop():
     assert asyncio.run(once(2)).tolist() == [3]  # the first loop is closed by now
     asyncio.run(b.close())
     assert asyncio.run(once(3)).tolist() == [4]
+
+
+def test_the_service_switches_generations_and_skips_one_that_does_not_open(tmp_path, tiny_encoder):
+    from llm2vec_search.store import IndexStore
+    from llm2vec_search.update import append_documents, remove_documents
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "text": t}) for i, t in
+                                enumerate(["the cat sleeps", "a dog runs", "a red fish"])))
+    build_index(corpus, "docs", tmp_path, encoder=tiny_encoder, show_progress=False)
+    svc = SearchService(None, tmp_path, ServeConfig(micro_batching=False))
+    (tmp_path / "more.jsonl").write_text(json.dumps({"id": "d3", "text": "a small mouse"}))
+    broken, _ = append_documents(tmp_path / "more.jsonl", "docs", tmp_path, encoder=tiny_encoder, show_progress=False)
+    (broken / "index.faiss").write_bytes(b"garbage")
+
+    def ids(query):
+        return [h.id for h in asyncio.run(svc.search(None, [query], 5, None, "bm25"))[0]]
+
+    assert "d3" not in ids("small mouse") and svc.failed["docs"] == broken  # kept the one in use
+    assert ids("red fish")[0] == "d2"  # and does not try the broken one again
+    remove_documents(["d0"], "docs", tmp_path, show_progress=False)
+    assert ids("small mouse")[0] == "d3" and "d0" not in ids("cat sleeps")
+    assert svc.index(None).folder == IndexStore(tmp_path, "docs").current()
