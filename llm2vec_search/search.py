@@ -21,7 +21,7 @@ from .fusion import DEFAULT_FUSION, Fusion, fuse
 from .index import BM25_DIR, FAISS_FILE, MANIFEST, PENDING_UPDATE, _read_manifest, index_home, list_indexes
 
 MODES = ("dense", "bm25", "hybrid")
-HYBRID_DEPTH = 100  # hits taken from each side before fusing (at least k)
+HYBRID_DEPTH = 100  # hits taken from each side before fusing (k where k is larger)
 
 
 @dataclasses.dataclass(frozen=True)
