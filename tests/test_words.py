@@ -366,8 +366,10 @@ def test_ner_probe_scores_entities_with_seqeval(monkeypatch, capsys, tmp_path, t
     write(tmp_path / "dev.iob2", 200)
     write(tmp_path / "test.iob2", 60)
     r = words_cli(monkeypatch, capsys, tiny_model_dir, "ner", "--train", str(tmp_path / "dev.iob2"), "--test",
-                  str(tmp_path / "test.iob2"), "--cache-dir", str(tmp_path / "cache"))
+                  str(tmp_path / "test.iob2"), "--cache-dir", str(tmp_path / "cache"), "--C", "10",
+                  "--word-pooling", "mean")
     assert r["metric"] == "f1" and r["score"] >= 0.98
+    assert r["probe"]["C"] == 10 and r["word_pooling"] == "mean"
     assert set(r["scores"]) == {"f1", "precision", "recall"} and set(r["per_tag"]) == {"PER", "LOC"}
     assert r["baselines"]["majority"] == 0.0  # all O: no entity found
 
