@@ -25,8 +25,9 @@ last finished shard, and re-probing (another ``--C``) encodes nothing.
     .venv/bin/python benchmarks/word_ablation.py --save benchmarks/word_ablation.jsonl --table   # print only
 
 Cost on the 2-core machine: each SmolLM2 stage encodes ~272k tokens for POS and ~62k for NER
-(~7-8 min at ~680 tokens/s) and trains the POS probe in a few minutes, so the five stages take
-about an hour; the word vectors take ~0.6 GB of disk per stage.
+(~8 min at the ~680 tokens/s of a quiet CPU) and trains the POS probe in 2-5 min, so the five
+stages take about an hour per layer (measured beside other jobs: ~35 min per stage); the word
+vectors take ~0.65 GB of disk per stage and layer.
 """
 
 from __future__ import annotations
