@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from .encoder import plan_batches
 from .errors import ModelError, UsageError
 
 log = logging.getLogger(__name__)
@@ -144,23 +145,13 @@ def encode_tokens(
     size = encoder.config.max_length - len(head) - len(encoder._suffix)
     if size < 2:
         raise UsageError(f"the instruction alone fills max_length={encoder.config.max_length} tokens")
-    # One sequence per window: (text, window start, window end).
-    pieces = []
-    text_windows = []
-    for t, ids in enumerate(ids_all):
-        wins = windows(len(ids), size)
-        text_windows.append(wins)
-        pieces += [(t, s, e) for s, e in wins]
-    seqs = [head + ids_all[t][s:e] + encoder._suffix for t, s, e in pieces]
+    # One sequence per window: (text, window number, window start, window end).
+    text_windows = [windows(len(ids), size) for ids in ids_all]
+    pieces = [(t, k, s, e) for t, wins in enumerate(text_windows) for k, (s, e) in enumerate(wins)]
+    seqs = [head + ids_all[t][s:e] + encoder._suffix for t, _, s, e in pieces]
     starts = [len(head)] * len(seqs)
     states = [np.zeros((len(ids), encoder.dim), dtype=np.float32) for ids in ids_all]
     owners = [owner_windows(len(ids), wins, encoder.config.causal) for ids, wins in zip(ids_all, text_windows)]
-    window_index = {}
-    for t, wins in enumerate(text_windows):
-        for k, (s, e) in enumerate(wins):
-            window_index[(t, s, e)] = k
-
-    from .encoder import plan_batches
 
     was_training = encoder.model.training
     encoder.model.eval()
@@ -169,9 +160,9 @@ def encode_tokens(
             batch = encoder._collate(seqs, starts, rows)
             hidden = _hidden_states(encoder, batch, layer)  # (B, T, H)
             for r, p in enumerate(rows):
-                t, s, e = pieces[p]
+                t, k, s, e = pieces[p]
                 h = hidden[r, len(head) : len(head) + (e - s)].float().cpu().numpy()
-                mine = owners[t][s:e] == window_index[(t, s, e)]
+                mine = owners[t][s:e] == k  # the tokens this window is best placed to represent
                 states[t][s:e][mine] = h[mine]
             n_tok = int(batch.attention_mask.sum())
             encoder.stats.tokens += n_tok

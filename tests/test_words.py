@@ -375,6 +375,8 @@ def test_ner_probe_scores_entities_with_seqeval(monkeypatch, capsys, tmp_path, t
 
 
 def test_eval_words_errors_are_one_line(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "eval", "words")
+    assert code == 2 and "valid tasks: pos, ner" in err
     code, _, err = run_cli(monkeypatch, capsys, "eval", "words", "chunking")
     assert code == 2 and "unknown word-level task 'chunking'; valid tasks: pos, ner" in err
     code, _, err = run_cli(monkeypatch, capsys, "eval", "words", "pos", "--data", str(tmp_path))

@@ -163,8 +163,8 @@ def compare_cmd(
 
 @eval_app.command("words")
 def words_cmd(
-    task: Annotated[str, typer.Argument(help="pos (UD English EWT UPOS, accuracy) | ner (Universal NER EWT, "
-                                             "entity F1).")],
+    task: Annotated[str | None, typer.Argument(help="pos (UD English EWT UPOS, accuracy) | ner (Universal NER "
+                                                    "EWT, entity F1).")] = None,
     model: Model = DEFAULT_MODEL,
     causal: Causal = False,
     layer: Annotated[int, typer.Option(help="Hidden state probed: 0 embeddings ... L last; -1 last, -2 the one "
@@ -194,10 +194,12 @@ def words_cmd(
       l2v-search eval words pos
       l2v-search eval words ner --model smollm2-135m --causal --out runs/words/ner-causal
     """
-    from ..probe import ProbeConfig, evaluate_words
+    from ..probe import TASKS, ProbeConfig, evaluate_words
     from ..probe import task as find_task
     from ..tokens import WORD_POOLING
 
+    if task is None:
+        raise UsageError(f"eval words needs a task; valid tasks: {', '.join(TASKS)}")
     find_task(task)  # an unknown task fails before any model loads
     if word_pooling not in WORD_POOLING:
         raise UsageError(f"unknown --word-pooling {word_pooling!r}; valid: {', '.join(WORD_POOLING)}")
