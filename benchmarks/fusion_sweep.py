@@ -2,8 +2,8 @@
 dense and a BM25 run, scored against the split's qrels, per dataset and on the mean.
 
 Each dataset is a pair of `l2v-search eval --out` folders over the same split, one `--mode dense`
-and one `--mode bm25` (k 1000, their `run.trec` holds each side's scores); fusing them here is
-exactly what `search` does (`llm2vec_search.fusion.fuse`, lists max(k, 100) deep).
+and one `--mode bm25` (their `run.trec` holds each side's scores); fusing each side's top 100 here
+is exactly what `query -k 10` does (`llm2vec_search.fusion.fuse`). Only nDCG@10 is scored.
 
     python benchmarks/fusion_sweep.py runs/fusion/squad-val-{dense,bm25} runs/fusion/cranfield-val-{dense,bm25} \\
         runs/fusion/scifact-val-{dense,bm25} runs/fusion/nfcorpus-dev-{dense,bm25} [--json out.json]
@@ -24,6 +24,7 @@ from pathlib import Path
 from llm2vec_search.evaluate import load_beir
 from llm2vec_search.fusion import Fusion, fuse
 from llm2vec_search.metrics import run_from_rankings, score_run
+from llm2vec_search.search import HYBRID_DEPTH
 
 ALPHAS = [round(0.1 * i, 1) for i in range(11)]
 
@@ -38,7 +39,9 @@ def read_run(folder: Path) -> dict[str, list[tuple[str, float, None]]]:
 
 
 def ndcg(rankings: dict[str, list[str]], qrels) -> float:
-    return score_run(run_from_rankings(rankings), qrels)[0]["ndcg@10"]
+    """nDCG@10 as ``eval`` scores it (rank order, every judged query counts); only each ranking's
+    top 10 matters, so only that is scored."""
+    return score_run(run_from_rankings({q: r[:10] for q, r in rankings.items()}), qrels)[0]["ndcg@10"]
 
 
 def sweep(dense_dir: Path, bm25_dir: Path) -> dict[str, float]:
@@ -53,7 +56,9 @@ def sweep(dense_dir: Path, bm25_dir: Path) -> dict[str, float]:
            "bm25": ndcg({q: [d for d, _, _ in r] for q, r in sparse.items()}, qrels)}
     fusions = {"rrf": Fusion("rrf")} | {f"convex {a:.1f}": Fusion("convex", alpha=a) for a in ALPHAS}
     for name, f in fusions.items():
-        fused = {q: [d for d, _, _ in fuse(dense.get(q, []), sparse.get(q, []), f)[:1000]] for q in qrels}
+        # what `query -k 10` fuses: each side's top HYBRID_DEPTH
+        fused = {q: [d for d, _, _ in fuse(dense.get(q, [])[:HYBRID_DEPTH], sparse.get(q, [])[:HYBRID_DEPTH], f)[:10]]
+                 for q in qrels}
         out[name] = ndcg(fused, qrels)
     return out
 
