@@ -143,6 +143,7 @@ class EncodeStats:
     tokens: int = 0  # real tokens, instructions included
     padded_tokens: int = 0
     truncated: int = 0  # texts cut to max_length (reported, never silent)
+    windowed: int = 0  # texts encoded token by token in overlapping windows (encode_tokens)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,6 +338,15 @@ class Encoder:
             log.warning("%d of %d texts were longer than max_length=%d tokens and were truncated",
                         cut, len(texts), self.config.max_length)
         return out
+
+    def encode_tokens(self, inputs, *, layer: int = -1, word_pooling: str = "first",
+                      instruction: str | None = None, progress=None) -> list:
+        """Per-token hidden states of texts, or per-word ones of pre-split word lists, with
+        character spans: see :func:`llm2vec_search.tokens.encode_tokens`."""
+        from .tokens import encode_tokens
+
+        return encode_tokens(self, inputs, layer=layer, word_pooling=word_pooling, instruction=instruction,
+                             progress=progress)
 
     def encode_queries(self, queries: Sequence[str], instruction: str | None = None, **kw) -> np.ndarray:
         """Embed queries with ``instruction``, or this encoder's default query instruction."""

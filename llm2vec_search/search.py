@@ -30,7 +30,7 @@ from .store import (
 )
 
 MODES = ("dense", "bm25", "hybrid")
-HYBRID_DEPTH = 100  # hits taken from each side before fusing (at least k)
+HYBRID_DEPTH = 100  # hits taken from each side before fusing (k where k is larger)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 from llm2vec_search.corpus import read_corpus
@@ -30,27 +28,7 @@ from llm2vec_search.errors import L2VError, UsageError
 from llm2vec_search.instructions import instruction_for
 from llm2vec_search.manifest import write_text_atomic
 from llm2vec_search.train.data import doc_text, encoder_negatives
-
-WORD = re.compile(r"[A-Za-z][A-Za-z-]{2,}[A-Za-z]")  # 4+ letters: no numbers, units or abbreviations like "DNA"
-
-
-def words(text: str) -> set[str]:
-    return {w.lower() for w in WORD.findall(text)}
-
-
-def pick_keywords(docs: dict[str, tuple[str, str]], bags: dict[str, set[str]], ids: list[str],
-                  df_range: tuple[int, int], rng: random.Random) -> dict[str, str]:
-    """For each document id that has one, a word of its title that its body repeats and that
-    ``df_range[0]..df_range[1]`` documents contain (rare enough to name the topic); ``bags`` holds
-    each document's ``words``."""
-    df = Counter(w for bag in bags.values() for w in bag)
-    chosen = {}
-    for i in ids:
-        title, body = docs[i]
-        cands = sorted(w for w in words(title) & words(body) if df_range[0] <= df[w] <= df_range[1])
-        if cands:
-            chosen[i] = rng.choice(cands)
-    return chosen
+from llm2vec_search.train.pairs import pick_keywords, words
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,3 +90,17 @@ def test_default_mode_is_hybrid_with_bm25_and_dense_without(monkeypatch, capsys,
     code, _, err = run(monkeypatch, capsys, "query", "vaccine", "--index", "both", "--index-dir", home,
                        "--fusion", "rrf", "--alpha", "0.3")
     assert code != 0 and "--alpha applies to --fusion convex only" in err
+
+
+def test_convex_top_does_not_depend_on_list_depth():
+    """Normalization uses each list's top norm_depth hits, so asking for 1,000 hits (eval) ranks the
+    top like asking for 10 (query), whose lists are norm_depth deep."""
+    import random
+
+    rng = random.Random(0)
+    dense = sorted(((f"d{i}", rng.random(), None) for i in range(500)), key=lambda x: -x[1])
+    sparse = sorted(((f"d{i}", rng.random() * 20, None) for i in rng.sample(range(800), 500)), key=lambda x: -x[1])
+    f = Fusion("convex", alpha=0.4, norm_depth=100)
+    deep = fuse(dense, sparse, f)
+    shallow = fuse(dense[:100], sparse[:100], f)
+    assert ids(deep)[:50] == ids(shallow)[:50]

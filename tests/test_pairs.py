@@ -134,3 +134,12 @@ def test_train_pairs_cli_writes_jsonl_for_supervised(monkeypatch, capsys, tmp_pa
     empty.write_text(json.dumps({"id": "1", "text": "too short"}) + "\n")
     code, _, err = run(monkeypatch, capsys, "train", "pairs", str(empty), "-o", str(tmp_path / "o.jsonl"))
     assert code != 0 and "no passage of 10 words or more" in err and not (tmp_path / "o.jsonl").exists()
+
+
+def test_keyword_pairs_negatives_never_name_the_word(pool):
+    pairs = make_pairs(pool, "keyword", 30, random.Random(0), df_range=(2, 5))
+    assert pairs and all(q in TOPICS and q in pos.content.lower() for q, pos in pairs)
+    src = pairs_source("kw", pairs, pool, None, depth=(0, 30), keyword=True)
+    for e in src.examples:
+        assert e.query not in e.negative.lower()
+        assert {p.id for p in pool if e.query in p.content.lower()} <= src.judged[e.query_id]

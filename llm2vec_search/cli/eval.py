@@ -31,10 +31,11 @@ COMPACT = ("ndcg@10", "ndcg@100", "recall@100", "recall@1000", "mrr@10", "map@10
 
 
 class _EvalGroup(typer.core.TyperGroup):
-    """``eval DATASET`` runs an evaluation; ``eval compare DIR...`` compares runs.
+    """``eval DATASET`` runs an evaluation; ``eval compare DIR...`` compares runs; ``eval words TASK``
+    probes word vectors.
 
     A first argument that is not a sub-command name is a dataset: route it to the hidden ``run``.
-    (A dataset folder literally named ``compare`` can be given as ``./compare``.)
+    (A dataset folder literally named ``compare`` or ``words`` can be given as ``./compare``.)
     """
 
     def resolve_command(self, ctx, args):
@@ -45,7 +46,7 @@ class _EvalGroup(typer.core.TyperGroup):
 
 eval_app = typer.Typer(cls=_EvalGroup, no_args_is_help=True,
                        help="Evaluate retrieval on a BEIR dataset: eval DATASET [OPTIONS] (options: eval run --help); "
-                            "or compare runs: eval compare DIR...")
+                            "compare runs: eval compare DIR...; or probe word vectors: eval words pos|ner")
 app.add_typer(eval_app, name="eval")
 
 
@@ -158,3 +159,73 @@ def compare_cmd(
     out.print(table)
     if plot:
         err.print(f"plot written to {plot}", highlight=False)
+
+
+@eval_app.command("words")
+def words_cmd(
+    task: Annotated[str | None, typer.Argument(help="pos (UD English EWT UPOS, accuracy) | ner (Universal NER "
+                                                    "EWT, entity F1).")] = None,
+    model: Model = DEFAULT_MODEL,
+    causal: Causal = False,
+    layer: Annotated[int, typer.Option(help="Hidden state probed: 0 embeddings ... L last; -1 last, -2 the one "
+                                            "before...")] = -1,
+    word_pooling: Annotated[str, typer.Option(help="A word's vector: its first sub-token, or the mean of its "
+                                                   "sub-tokens: first | mean.")] = "first",
+    data: Annotated[str, typer.Option(help="Folder holding ud_ewt/ and uner_ewt/.")] = "../shared/data",
+    train: Annotated[str | None, typer.Option(help="Training file instead of the task's (CoNLL-U for pos, "
+                                                   "IOB2 for ner).")] = None,
+    test: Annotated[str | None, typer.Option(help="Test file instead of the task's.")] = None,
+    c: Annotated[float, typer.Option("--C", help="Inverse L2 strength of the logistic regression.")] = 1.0,
+    max_iter: Annotated[int, typer.Option(help="lbfgs iterations of the probe.")] = 300,
+    cache_dir: Annotated[str | None, typer.Option(
+        help="Where word vectors are cached (default: $L2V_SEARCH_HOME/word-vectors).")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="Write scores.json, manifest.json, "
+                                                              "predictions.tsv.")] = None,
+    max_length: MaxLength = None,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    json_: Json = False,
+) -> None:
+    """A linear probe (logistic regression) on frozen word vectors: train split -> test split.
+
+    Word vectors are cached per encoder and layer, so probing again is cheap.
+
+    Examples:
+      l2v-search eval words pos
+      l2v-search eval words ner --model smollm2-135m --causal --out runs/words/ner-causal
+    """
+    from ..probe import TASKS, ProbeConfig, evaluate_words
+    from ..probe import task as find_task
+    from ..tokens import WORD_POOLING
+
+    if task is None:
+        raise UsageError(f"eval words needs a task; valid tasks: {', '.join(TASKS)}")
+    find_task(task)  # an unknown task fails before any model loads
+    if word_pooling not in WORD_POOLING:
+        raise UsageError(f"unknown --word-pooling {word_pooling!r}; valid: {', '.join(WORD_POOLING)}")
+    probe = ProbeConfig(C=c, max_iter=max_iter)
+    overrides = {"dtype": dtype, "device": device} | ({"causal": True} if causal else {})
+    overrides |= {"max_length": max_length} if max_length is not None else {}
+    result = evaluate_words(task, model=model, encoder_overrides=overrides, data=data, train=train, test=test,
+                            layer=layer, word_pooling=word_pooling, probe=probe, cache_dir=cache_dir, out=out_dir)
+    if json_:
+        print_json(result)
+        return
+    d, p = result["data"], result["probe"]
+    who = result["encoder"]["model"].get("spec") or model
+    out.print(f"[bold]{task}[/bold]: {who}{' (causal)' if result['encoder']['causal'] else ''}, layer "
+              f"{result['layer']} of {result['layers']}, {result['word_pooling']} sub-token; train "
+              f"{d['train']['words']:,} words, test {d['test']['words']:,}", highlight=False)
+    table = Table("", result["metric"])
+    table.add_row("probe", f"{result['score']:.4f}")
+    for name, value in result["baselines"].items():
+        table.add_row(f"baseline: {name.replace('_', ' ')}", f"{value:.4f}")
+    out.print(table)
+    t = result["timings"]
+    v = result["vectors"]
+    reused = v["train"]["reused_shards"] + v["test"]["reused_shards"]
+    shards = v["train"]["shards"] + v["test"]["shards"]
+    err.print(f"probe: C={p['C']}, {p['n_iter']} lbfgs iterations{'' if p['converged'] else ' (not converged)'}; "
+              f"vectors {t['vectors_seconds']:.1f}s ({reused}/{shards} shards cached), probe "
+              f"{t['probe_seconds']:.1f}s, total {t['total_seconds']:.1f}s"
+              + (f"; written to {out_dir}" if out_dir else ""), highlight=False)

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from . import app, out
+from . import app, err, out
+from .options import DEFAULT_MODEL, Json, print_json
 
 train_app = typer.Typer(help="Train an encoder: MNTP, then SimCSE, then supervised contrastive.",
                         no_args_is_help=True)
@@ -216,6 +217,51 @@ def pairs_cmd(
     source = corpus_pairs(corpus, kind, n, instruction=instruction or None, seed=seed, min_words=min_words)
     write_jsonl(source, output)
     out.print(f"{output}: {len(source.examples)} {kind} triplets from {corpus}")
+
+
+@train_app.command("adapt")
+def adapt_cmd(
+    corpus: Annotated[str, typer.Argument(help="Your corpus: BEIR folder, JSONL (.gz ok), CSV/TSV, Parquet, text.")],
+    output: Annotated[str, typer.Option(help="Run directory (checkpoints; the encoder in <output>/encoder).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="The encoder to adapt.")] = DEFAULT_MODEL,
+    kinds: Annotated[str, typer.Option(help="Pseudo-query kinds, comma-separated: title, keyword, sentence, crop.")] = (
+        "title,keyword,sentence"),
+    pairs: Annotated[int, typer.Option(help="Training pairs in all, shared between the kinds.")] = 2000,
+    heldout: Annotated[int, typer.Option(help="Pseudo-queries of other documents for the self-check.")] = 200,
+    steps: int = 50,
+    minutes: Annotated[float | None, typer.Option(help="Stop training after this long (the encoder is kept).")] = None,
+    batch_size: int = 32,
+    mini_batch: Annotated[int, typer.Option(help="Texts per forward pass (memory bound).")] = 16,
+    lr: float = 1e-4,
+    max_length: Annotated[int, typer.Option(help="Tokens per training text.")] = 192,
+    max_passages: Annotated[int, typer.Option(help="Passages sampled for mining on large corpora.")] = 50_000,
+    device: str = "auto",
+    seed: Seed = 42,
+    resume: Resume = False,
+    json_: Json = False,
+) -> None:
+    """Adapt an encoder to your corpus without queries or judgments (pseudo-queries, mined negatives).
+
+    A self-check on held-out pseudo-queries keeps the input encoder when adaptation does not help.
+
+    Example: l2v-search train adapt my-docs.jsonl --output runs/adapted --minutes 30
+    """
+    from ..train.adapt import AdaptConfig, adapt
+
+    cfg = AdaptConfig(corpus=corpus, model=model, output=output, kinds=tuple(k.strip() for k in kinds.split(",")),
+                      pairs=pairs, heldout=heldout, steps=steps, minutes=minutes, batch_size=batch_size,
+                      mini_batch=mini_batch, lr=lr, max_length=max_length, max_passages=max_passages, device=device,
+                      seed=seed)
+    report = adapt(cfg, resume=resume, log=lambda msg: err.print(msg, highlight=False))
+    if json_:
+        print_json(report)
+        return
+    check = report["self_check"]
+    verdict = ("adaptation did not help on the held-out pseudo-queries: the input encoder is kept"
+               if check["kept_input_encoder"] else "adapted")
+    out.print(f"{verdict} (nDCG@10 {check['ndcg@10_before']:.4f} -> {check['ndcg@10_after']:.4f} on "
+              f"{check['heldout_queries']} held-out pseudo-queries); encoder written to {report['encoder']}",
+              highlight=False)
 
 
 @train_app.command("export")

@@ -82,8 +82,12 @@ def train_contrastive(
     data_fingerprint: Any,
     resume: bool | str = False,
     quiet: bool = False,
+    deadline: float | None = None,
 ) -> Path:
-    """Train one contrastive stage named ``stage``; returns ``<output>/encoder``."""
+    """Train one contrastive stage named ``stage``; returns ``<output>/encoder``.
+
+    ``deadline`` (a ``time.monotonic()`` value) ends training early after the step that passes
+    it, with a checkpoint; the encoder is written from the steps done (``--resume`` continues)."""
     if not cfg.model:
         raise UsageError("no starting encoder given (--model)")
     run_dir = Path(cfg.output)
@@ -141,10 +145,13 @@ def train_contrastive(
             history.append({"step": step, "loss": round(loss, 5)})
             n_tokens = encoder.stats.tokens - tokens_before  # both passes of the cached loss
             progress.update(step, history[-1], n_tokens / (time.perf_counter() - t0))
-            if step % cfg.save_every == 0 or step == cfg.steps:
+            out_of_time = deadline is not None and time.monotonic() > deadline
+            if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
                 common.save_checkpoint(run_dir, step, peft_model, optimizer, scheduler,
                                        {"fingerprint": run_fp, "history": history})
                 common.prune_checkpoints(run_dir, cfg.keep_checkpoints)
+            if out_of_time:
+                break
 
     losses = [h["loss"] for h in history]
     previous = (source.encoder or {}).get("recipe", {})  # earlier stages' recipes carry over

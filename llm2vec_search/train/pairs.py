@@ -7,6 +7,9 @@ The weak supervision of E5's CCPairs, Contriever and GPL, from any corpus and no
 - ``sentence``: one sentence -> the rest of its passage (the inverse cloze task).
 - ``crop``: a short span of a passage -> the passage without that span (Contriever's random crops,
   kept disjoint so that the pair is not solved by copying).
+- ``keyword``: one rare word of a title that the body repeats -> the whole document; one-word
+  topic queries ("tangeretin", "kohlrabi") are where a small dense encoder trails BM25. Its
+  negatives never contain the word.
 
 Every pair gets a hard negative from BM25 over the same pool of passages (ranks 3-30 by default,
 never a passage of the same document), and its source records which passages belong to the
@@ -23,16 +26,37 @@ import gzip
 import json
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import UsageError
 from .data import Example, Source
 
-KINDS = ("title", "sentence", "crop")
+KINDS = ("title", "sentence", "crop", "keyword")
 SENTENCE_INSTRUCTION = "Given a sentence, retrieve the passage it comes from"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+WORD = re.compile(r"[A-Za-z][A-Za-z-]{2,}[A-Za-z]")  # 4+ letters: no numbers, units or abbreviations like "DNA"
+
+
+def words(text: str) -> set[str]:
+    """The lowercased words of 4+ letters in ``text`` (keyword candidates)."""
+    return {w.lower() for w in WORD.findall(text)}
+
+
+def pick_keywords(docs: dict[str, tuple[str, str]], bags: dict[str, set[str]], ids: list[str],
+                  df_range: tuple[int, int], rng: random.Random) -> dict[str, str]:
+    """For each document id that has one, a word of its title that its body repeats and that
+    ``df_range[0]..df_range[1]`` documents contain (rare enough to name the topic); ``docs`` maps
+    id -> (title, body) and ``bags`` holds each document's :func:`words`."""
+    df = Counter(w for bag in bags.values() for w in bag)
+    chosen = {}
+    for i in ids:
+        title, body = docs[i]
+        cands = sorted(w for w in words(title) & words(body) if df_range[0] <= df[w] <= df_range[1])
+        if cands:
+            chosen[i] = rng.choice(cands)
+    return chosen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,19 +104,27 @@ def title_body(title: str, text: str) -> str:
 
 
 def make_pairs(passages: Sequence[Passage], kind: str, n: int, rng: random.Random, *,
-               min_title_words: int = 1, crop_words: tuple[int, int] = (8, 24)) -> list[tuple[str, Passage]]:
-    """Up to ``n`` (query, positive passage) pairs of one ``kind``, at most one per document.
+               min_title_words: int = 1, crop_words: tuple[int, int] = (8, 24), df_range: tuple[int, int] = (3, 30),
+               skip_docs: frozenset[str] = frozenset()) -> list[tuple[str, Passage]]:
+    """Up to ``n`` (query, positive passage) pairs of one ``kind``, at most one per document,
+    none from ``skip_docs``.
 
     The positive's text is what the encoder sees as the document: for ``title`` the body without
-    the title, else the passage minus the query span, with its title in front (BEIR's form).
+    the title, for ``keyword`` the whole first passage with its title, else the passage minus the
+    query span, with its title in front (BEIR's form).
     """
     if kind not in KINDS:
         raise UsageError(f"unknown pair kind {kind!r}; valid kinds are: {', '.join(KINDS)}")
     by_doc: dict[str, list[Passage]] = defaultdict(list)
     for p in passages:
         by_doc[p.doc].append(p)
-    docs = sorted(by_doc)
+    docs = sorted(set(by_doc) - skip_docs)
     rng.shuffle(docs)
+    if kind == "keyword":
+        text = {d: (by_doc[d][0].title, " ".join(p.text for p in by_doc[d])) for d in by_doc}
+        bags = {d: words(f"{t} {b}") for d, (t, b) in text.items()}
+        chosen = pick_keywords(text, bags, docs, df_range, rng)
+        return [(chosen[d], by_doc[d][0]) for d in docs if d in chosen][:n]
     pairs = []
     for d in docs:
         if len(pairs) >= n:
@@ -114,14 +146,14 @@ def make_pairs(passages: Sequence[Passage], kind: str, n: int, rng: random.Rando
             rest = " ".join(sents[:i] + sents[i + 1 :])
             pairs.append((sents[i], dataclasses.replace(p, text=rest)))
         else:  # crop: a span of the passage's words as the query, the remaining words as the positive
-            words = p.text.split()
+            toks = p.text.split()
             lo, hi = crop_words
-            if len(words) < hi + 20:
+            if len(toks) < hi + 20:
                 continue
             size = rng.randint(lo, hi)
-            start = rng.randrange(len(words) - size + 1)
-            rest = words[:start] + words[start + size :]
-            pairs.append((" ".join(words[start : start + size]), dataclasses.replace(p, text=" ".join(rest))))
+            start = rng.randrange(len(toks) - size + 1)
+            rest = toks[:start] + toks[start + size :]
+            pairs.append((" ".join(toks[start : start + size]), dataclasses.replace(p, text=" ".join(rest))))
     return pairs
 
 
@@ -134,31 +166,44 @@ def bm25_rankings(docs: Sequence[str], queries: Sequence[str], k: int) -> list[l
 
 
 def pairs_source(name: str, pairs: Sequence[tuple[str, Passage]], pool: Sequence[Passage], instruction: str | None,
-                 *, negatives: bool = True, depth: tuple[int, int] = (3, 30), seed: int = 42) -> Source:
-    """A training source from (query, positive) pairs; hard negatives from BM25 over ``pool``
-    (ranks ``depth``), never a passage of the positive's document."""
+                 *, negatives: bool = True, depth: tuple[int, int] = (3, 30), seed: int = 42,
+                 rankings: Sequence[Sequence[int]] | None = None, keyword: bool = False) -> Source:
+    """A training source from (query, positive) pairs; hard negatives from ranks ``depth`` of
+    ``rankings`` (rows of ``pool`` per pair, e.g. an encoder's), by default BM25's over ``pool``;
+    never a passage of the positive's document, and with ``keyword`` never one naming the query."""
     if not pairs:
         raise UsageError(f"{name}: no training pairs could be made (too few or too short documents)")
     rng = random.Random(seed)
     doc_passages: dict[str, set[str]] = defaultdict(set)
     for p in pool:
         doc_passages[p.doc].add(p.id)
+    naming: dict[str, set[str]] = {}  # keyword -> passages that contain it: never its negatives, masked in batches
+    if keyword:
+        naming = {q.lower(): set() for q, _ in pairs}
+        for p in pool:
+            for w in words(p.content) & naming.keys():
+                naming[w].add(p.id)
     negs: list[Passage | None] = [None] * len(pairs)
     if negatives:
-        ranked = bm25_rankings([p.content for p in pool], [q for q, _ in pairs], depth[1])
-        for i, ((_, pos), row) in enumerate(zip(pairs, ranked)):
-            cands = [pool[j] for j in row[depth[0] :] if pool[j].doc != pos.doc]
+        # BM25 ranks only passages that contain a query word, all of which a keyword query must
+        # avoid: keyword pairs rank by the positive's title and opening words, the keyword cut out.
+        probes = [" ".join(w for w in f"{pos.title} {' '.join(pos.text.split()[:40])}".split()
+                           if w.lower().strip(".,;:()") != q.lower()) if keyword else q for q, pos in pairs]
+        ranked = rankings if rankings is not None else bm25_rankings([p.content for p in pool], probes, depth[1])
+        for i, ((query, pos), row) in enumerate(zip(pairs, ranked)):
+            avoid = naming.get(query.lower(), set())
+            cands = [pool[j] for j in row[depth[0] : depth[1]] if pool[j].doc != pos.doc and pool[j].id not in avoid]
             negs[i] = rng.choice(cands) if cands else None
     examples, judged = [], {}
     for i, ((query, pos), neg) in enumerate(zip(pairs, negs)):
         if negatives and neg is None:
             continue
         qid = f"{name}:q{i}"
-        judged[qid] = frozenset(doc_passages.get(pos.doc, set()) | {pos.id})
+        judged[qid] = frozenset(doc_passages.get(pos.doc, set()) | {pos.id} | naming.get(query.lower(), set()))
         examples.append(Example(query, pos.content, neg.content if neg else None, query_id=qid,
                                 positive_id=pos.id, negative_id=neg.id if neg else None))
     if not examples:
-        raise UsageError(f"{name}: BM25 found no negative for any pair (corpus too small)")
+        raise UsageError(f"{name}: no hard negative found for any pair (corpus too small)")
     return Source(name, tuple(examples), instruction, judged)
 
 
@@ -236,7 +281,8 @@ def corpus_pairs(corpus: str | Path, kind: str, n: int, *, instruction: str | No
     if not pool:
         raise UsageError(f"{corpus}: no passage of {min_words} words or more")
     pairs = make_pairs(pool, kind, n, random.Random(seed))
-    return pairs_source(f"{Path(corpus).name}-{kind}", pairs, pool, instruction, negatives=negatives, seed=seed)
+    return pairs_source(f"{Path(corpus).name}-{kind}", pairs, pool, instruction, negatives=negatives, seed=seed,
+                        keyword=kind == "keyword")
 
 
 def write_jsonl(source: Source, path: str | Path) -> Path:
