@@ -64,7 +64,7 @@ def test_bad_input_gives_one_line_error(monkeypatch, capsys, args, message, tmp_
 @pytest.mark.parametrize("extra,message", [
     (["--negatives", "random"], "unknown negatives 'random'; valid: bm25, encoder, none"),
     (["--init-adapter", "/no/adapter"], "--init-adapter /no/adapter: no adapter_model.safetensors"),
-    (["--beir-split", "dev"], "is not a BEIR dataset with a 'dev' split"),
+    (["--beir-split", "dev"], "has no 'dev' split (available: test)"),  # as eval says it
 ])
 def test_train_supervised_bad_input(monkeypatch, capsys, tmp_path, tiny_model_dir, extra, message):
     from llm2vec_search.index import sample_dataset

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..corpus import read_beir
 from ..errors import UsageError
 from . import common
 
@@ -81,22 +82,6 @@ def load_jsonl(path: str | Path, name: str | None = None) -> list[Source]:
             for i, (instr, ex) in enumerate(groups.items())]
 
 
-def _read_beir(folder: Path, split: str):
-    for f in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
-        if not (folder / f).is_file():
-            raise UsageError(f"{folder} is not a BEIR dataset with a {split!r} split: {f} is missing")
-    corpus = {}
-    for line in common.read_lines(folder / "corpus.jsonl"):
-        d = json.loads(line)
-        corpus[str(d["_id"])] = (d.get("title") or "", d.get("text") or "")
-    queries = {str(q["_id"]): q["text"] for q in map(json.loads, common.read_lines(folder / "queries.jsonl"))}
-    qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with open(folder / f"qrels/{split}.tsv", encoding="utf-8") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            qrels[str(row["query-id"])][str(row["corpus-id"])] = int(row["score"])
-    return corpus, queries, qrels
-
-
 def doc_text(title: str, text: str) -> str:
     """BEIR's document text: title + " " + text."""
     return f"{title} {text}".strip()
@@ -127,7 +112,7 @@ def load_beir(
     documents judged relevant to another anchor of the batch.
     """
     folder = Path(folder)
-    corpus, queries, qrels = _read_beir(folder, split)
+    corpus, queries, qrels = read_beir(folder, split)
     rng = random.Random(seed)
     pairs = []
     held_out = set(holdout_queries(qrels, holdout))
@@ -135,7 +120,7 @@ def load_beir(
         if qid in held_out:
             continue
         rel = sorted(d for d, s in qrels[qid].items() if s > 0 and d in corpus)
-        if qid not in queries or not rel:
+        if not queries.get(qid, "").strip() or not rel:
             continue
         rng.shuffle(rel)
         pairs.extend((qid, d) for d in rel[:max_pairs_per_query])
