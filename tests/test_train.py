@@ -356,7 +356,8 @@ def test_validation_split_holds_exactly_the_queries_training_held_out(tmp_path, 
 
 
 def test_keyword_pairs_query_a_rare_title_word_and_negatives_never_name_it(tmp_path, tiny_model_dir):
-    title_pairs = _recipe("title_pairs")
+    from llm2vec_search.train.pairs import beir_title_pairs, words
+
     rng = random.Random(2)
     topics = "horse sheep tiger wolf deer rabbit mouse lion bear bird".split()  # each in 3 documents
     common = ["the", "of", "cell"]  # in every document: never a keyword
@@ -369,16 +370,13 @@ def test_keyword_pairs_query_a_rare_title_word_and_negatives_never_name_it(tmp_p
     folder = tmp_path / "kw"
     folder.mkdir()
     (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
-    out = tmp_path / "kw.jsonl"
-    assert title_pairs.main([str(folder), str(out), "--query", "keyword", "--df", "2", "5", "--n", "30",
-                             "--model", str(tiny_model_dir), "--index-dir", str(tmp_path / "idx"),
-                             "--depth", "0", "29", "--instruction", "find it"]) == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = beir_title_pairs(folder, query="keyword", df=(2, 5), n=30, model=str(tiny_model_dir),
+                            index_dir=tmp_path / "idx", depth=(0, 29), instruction="find it")
     assert len(rows) == 30
     for r in rows:
         assert r["query"] in topics and r["instruction"] == "find it"
         assert r["positive"].startswith(r["query"].capitalize() + " ") and f" {r['query']} " in r["positive"]
-        assert r["query"] not in title_pairs.words(r["negative"])
+        assert r["query"] not in words(r["negative"])
 
 
 def test_title_pairs_recipe_mines_bodies_never_the_document_itself(tmp_path, tiny_model_dir, capsys):
