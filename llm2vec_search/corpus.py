@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import UsageError
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid")
+BEIR_ID_FIELDS = ("_id", "id")  # corpus.jsonl and queries.jsonl of a BEIR folder
 TEXT_FIELDS = ("text", "contents", "content", "body", "abstract", "passage")
 TITLE_FIELDS = ("title",)
 TEXT_SUFFIXES = (".txt", ".md")
@@ -72,7 +73,7 @@ def read_corpus(path: str | Path, fields: Fields = Fields(), *, skip_invalid: bo
         raise UsageError(f"corpus not found: {path}")
     stats = stats if stats is not None else ReadStats()
     fmt = detect_format(path)
-    readers = {"beir": lambda: _read_jsonl(path / "corpus.jsonl", fields, skip_invalid, stats),
+    readers = {"beir": lambda: _read_jsonl(path / "corpus.jsonl", fields, skip_invalid, stats, ids=BEIR_ID_FIELDS),
                "jsonl": lambda: _read_jsonl(path, fields, skip_invalid, stats),
                "csv": lambda: _read_csv(path, ",", fields, skip_invalid, stats),
                "tsv": lambda: _read_csv(path, "\t", fields, skip_invalid, stats),
@@ -87,7 +88,8 @@ def read_corpus(path: str | Path, fields: Fields = Fields(), *, skip_invalid: bo
         yield rec
 
 
-def _pick(row: dict, explicit: str | None, candidates: tuple[str, ...], where: str, required: bool) -> str:
+def _pick(row: dict, explicit: str | None, candidates: tuple[str, ...], where: str, required: bool,
+          hints: bool = True) -> str:
     if explicit is not None:
         if explicit not in row:
             raise UsageError(f"{where}: no field {explicit!r} (fields: {', '.join(map(str, row))})")
@@ -96,16 +98,18 @@ def _pick(row: dict, explicit: str | None, candidates: tuple[str, ...], where: s
         key = next((c for c in candidates if c in row), None)
         if key is None:
             if required:
+                hint = "; name one with --id-field/--text-field" if hints else ""
                 raise UsageError(f"{where}: none of the fields {', '.join(candidates)} found "
-                                 f"(fields: {', '.join(map(str, row))}); name one with --id-field/--text-field")
+                                 f"(fields: {', '.join(map(str, row))}){hint}")
             return ""
     value = row[key]
     return "" if value is None else str(value)
 
 
-def _record(row: dict, fields: Fields, where: str) -> Record:
-    return Record(_pick(row, fields.id, ID_FIELDS, where, True), _pick(row, fields.title, TITLE_FIELDS, where, False),
-                  _pick(row, fields.text, TEXT_FIELDS, where, True))
+def _record(row: dict, fields: Fields, where: str, ids: tuple[str, ...] = ID_FIELDS, text_required: bool = True,
+            hints: bool = True) -> Record:
+    return Record(_pick(row, fields.id, ids, where, True, hints), _pick(row, fields.title, TITLE_FIELDS, where, False),
+                  _pick(row, fields.text, TEXT_FIELDS, where, text_required, hints))
 
 
 def _lines(path: Path, skip_invalid: bool, stats: ReadStats) -> Iterator[tuple[int, str]]:
@@ -123,7 +127,10 @@ def _lines(path: Path, skip_invalid: bool, stats: ReadStats) -> Iterator[tuple[i
                 stats.invalid += 1
 
 
-def _read_jsonl(path: Path, fields: Fields, skip_invalid: bool, stats: ReadStats) -> Iterator[Record]:
+def _read_jsonl(path: Path, fields: Fields, skip_invalid: bool, stats: ReadStats, *,
+                ids: tuple[str, ...] = ID_FIELDS, text_required: bool = True, hints: bool = True
+                ) -> Iterator[Record]:
+    """Records of a JSONL file; ``hints``: errors name the options of ``index`` that help."""
     for lineno, line in _lines(path, skip_invalid, stats):
         if not line.strip():
             continue
@@ -132,12 +139,53 @@ def _read_jsonl(path: Path, fields: Fields, skip_invalid: bool, stats: ReadStats
             row = json.loads(line)
             if not isinstance(row, dict):
                 raise ValueError("not a JSON object")
-            yield _record(row, fields, where)
+            yield _record(row, fields, where, ids, text_required, hints)
         except (ValueError, UsageError) as e:
             if not skip_invalid:
                 msg = e.args[0] if isinstance(e, UsageError) else f"{where}: invalid JSON ({e})"
-                raise UsageError(f"{msg} (use --skip-invalid to skip bad rows)") from None
+                raise UsageError(f"{msg} (use --skip-invalid to skip bad rows)" if hints else msg) from None
             stats.invalid += 1
+
+
+# -- BEIR folders: corpus.jsonl, queries.jsonl, qrels/<split>.tsv ---------------------------------
+def check_beir(folder: str | Path, split: str) -> Path:
+    """``folder`` as a Path, or the error that says what a BEIR dataset with ``split`` lacks."""
+    folder = Path(folder)
+    missing = [f for f in ("corpus.jsonl", "queries.jsonl") if not (folder / f).is_file()]
+    if missing:
+        raise UsageError(f"{folder} is not a BEIR dataset: no {' or '.join(missing)} "
+                         "(needs corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    if not (folder / "qrels" / f"{split}.tsv").is_file():
+        splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+        raise UsageError(f"{folder} has no {split!r} split (available: {', '.join(splits) or 'none'})")
+    return folder
+
+
+def read_beir(folder: str | Path, split: str
+              ) -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, dict[str, int]]]:
+    """``(corpus, queries, qrels)`` of a BEIR split, as in the files: doc id -> (title, text),
+    query id -> text (``""`` where it has none), query id -> {doc id: grade} (every row, known
+    ids or not). Ids are ``_id`` or ``id``; a bad row is an error at its file and line."""
+    folder = check_beir(folder, split)
+
+    def rows(name: str) -> Iterator[Record]:
+        return _read_jsonl(folder / name, Fields(), False, ReadStats(), ids=BEIR_ID_FIELDS, text_required=False,
+                           hints=False)
+
+    corpus = {r.id: (r.title, r.text) for r in rows("corpus.jsonl")}
+    queries = {r.id: r.text for r in rows("queries.jsonl")}
+    qrels: dict[str, dict[str, int]] = {}
+    path = folder / "qrels" / f"{split}.tsv"
+    with open(path, encoding="utf-8", newline="") as f:
+        for n, row in enumerate(csv.reader(f, delimiter="\t"), 1):
+            if n == 1 and row and row[0] == "query-id" or not row:
+                continue
+            try:
+                qid, did, grade = row[0].strip(), row[1].strip(), int(float(row[2]))
+            except (IndexError, ValueError):
+                raise UsageError(f"{path}:{n}: expected query-id, corpus-id, integer score") from None
+            qrels.setdefault(qid, {})[did] = grade
+    return corpus, queries, qrels
 
 
 def _read_csv(path: Path, delimiter: str, fields: Fields, skip_invalid: bool, stats: ReadStats) -> Iterator[Record]:

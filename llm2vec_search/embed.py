@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from .corpus import Record
 from .errors import UsageError
+from .protocols import ChunkingEncoder
 from .store import DOCS_PER_SHARD, shard_schema
 
 
@@ -47,7 +48,7 @@ def chunk_spans(offsets: list[tuple[int, int]], window: int, overlap: int) -> li
     return spans
 
 
-def chunk_documents(encoder, texts: list[str], cfg: ChunkConfig) -> list[list[tuple[int, int]]]:
+def chunk_documents(encoder: ChunkingEncoder, texts: list[str], cfg: ChunkConfig) -> list[list[tuple[int, int]]]:
     """For each text, the (start, end) character spans to embed; nothing is cut off."""
     budget = encoder.text_budget(encoder.config.document_instruction or None)
     # A margin of 2 tokens: re-tokenizing a cut span may merge differently at its edges.
@@ -59,7 +60,7 @@ def chunk_documents(encoder, texts: list[str], cfg: ChunkConfig) -> list[list[tu
     return [chunk_spans(offsets, window, overlap) for offsets in enc["offset_mapping"]]
 
 
-def embed_chunks(encoder, docs: pa.Table, cfg: ChunkConfig, progress=None) -> pa.Table:
+def embed_chunks(encoder: ChunkingEncoder, docs: pa.Table, cfg: ChunkConfig, progress=None) -> pa.Table:
     """The chunk rows (id, chunk, start, end, vector) of documents (id, title, text), in order."""
     ids = docs.column("id").to_pylist()
     titles = docs.column("title").to_pylist()
@@ -68,8 +69,7 @@ def embed_chunks(encoder, docs: pa.Table, cfg: ChunkConfig, progress=None) -> pa
     spans = chunk_documents(encoder, contents, cfg)
     rows = [(ids[d], c, s, e) for d, doc_spans in enumerate(spans) for c, (s, e) in enumerate(doc_spans)]
     chunk_texts = [contents[d][s:e] for d, doc_spans in enumerate(spans) for (s, e) in doc_spans]
-    vectors = encoder.encode(chunk_texts, encoder.config.document_instruction or None,
-                             progress=(lambda n, t: progress(0, t)) if progress else None)
+    vectors = encoder.encode_documents(chunk_texts, progress=(lambda n, t: progress(0, t)) if progress else None)
     return pa.Table.from_arrays(
         [pa.array([r[0] for r in rows], pa.string()), pa.array([r[1] for r in rows], pa.int32()),
          pa.array([r[2] for r in rows], pa.int32()), pa.array([r[3] for r in rows], pa.int32()),

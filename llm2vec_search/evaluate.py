@@ -13,16 +13,15 @@ Library use, e.g. for a training ablation::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .corpus import read_beir
 from .errors import UsageError
 from .fusion import DEFAULT_FUSION, Fusion
 from .instructions import instruction_for
@@ -52,52 +51,25 @@ def load_beir(folder: str | Path, split: str) -> tuple[dict[str, str], dict[str,
 
 
 def _load(folder: Path, split: str) -> BeirSplit:
-    missing = [f for f in ("corpus.jsonl", "queries.jsonl") if not (folder / f).is_file()]
-    if missing:
-        raise UsageError(f"{folder} is not a BEIR dataset: no {' or '.join(missing)} "
-                         "(needs corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
-    qrels_path = folder / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
-        splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
-        raise UsageError(f"{folder} has no {split!r} split (available: {', '.join(splits) or 'none'})")
-    queries = {str(r["_id"]): r.get("text") or "" for r in _jsonl(folder / "queries.jsonl")}
-    doc_ids = {str(r["_id"]) for r in _jsonl(folder / "corpus.jsonl")}
+    corpus, queries, raw = read_beir(folder, split)
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
     skipped = {"unknown_queries": 0, "unknown_documents": 0, "empty_queries": 0}
-    with open(qrels_path, encoding="utf-8", newline="") as f:
-        for n, row in enumerate(csv.reader(f, delimiter="\t"), 1):
-            if n == 1 and row and row[0] == "query-id" or not row:
-                continue
-            try:
-                qid, did, grade = row[0].strip(), row[1].strip(), int(float(row[2]))
-            except (IndexError, ValueError):
-                raise UsageError(f"{qrels_path}:{n}: expected query-id, corpus-id, integer score") from None
+    for qid, docs in raw.items():
+        for did, grade in docs.items():
             if qid not in queries:
                 skipped["unknown_queries"] += 1
-            elif did not in doc_ids:
+            elif did not in corpus:
                 skipped["unknown_documents"] += 1
             else:
                 qrels[qid][did] = grade
     for qid in list(qrels):
-        if not str(queries[qid]).strip():
+        if not queries[qid].strip():
             skipped["empty_queries"] += 1
             del qrels[qid]
     if not qrels:
-        raise UsageError(f"{qrels_path}: no judged queries left to evaluate ({_describe(skipped)})")
-    return BeirSplit({q: str(queries[q]) for q in qrels}, dict(qrels), skipped)
-
-
-def _jsonl(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                record["_id"]
-            except (ValueError, KeyError, TypeError):
-                raise UsageError(f"{path}:{n}: expected a JSON object with an _id") from None
-            yield record
+        raise UsageError(f"{folder / 'qrels' / f'{split}.tsv'}: no judged queries left to evaluate "
+                         f"({_describe(skipped)})")
+    return BeirSplit({q: queries[q] for q in qrels}, dict(qrels), skipped)
 
 
 def _describe(skipped: dict[str, int]) -> str:

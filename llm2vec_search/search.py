@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import IndexStateError, UsageError
 from .fusion import DEFAULT_FUSION, Fusion, fuse
+from .protocols import TextEncoder
 from .store import (
     BM25_DIR,
     FAISS_FILE,
@@ -106,13 +107,13 @@ class SearchIndex:
     def encoder_fingerprint(self) -> str:
         return self.manifest.encoder["fingerprint"]
 
-    def load_encoder(self, **overrides):
+    def load_encoder(self, **overrides) -> TextEncoder:
         """The encoder recorded in the manifest (loaded once), checked against the index."""
         if self._encoder is None:
             self._encoder = load_index_encoder(self.manifest, **overrides)
         return self._encoder
 
-    def check_encoder(self, encoder) -> None:
+    def check_encoder(self, encoder: TextEncoder) -> None:
         self.manifest.check(encoder)
 
     @property
@@ -140,9 +141,9 @@ class SearchIndex:
         return self._bm25
 
     # -- search --------------------------------------------------------------------------------
-    def search(self, queries: Sequence[str], k: int = 10, *, encoder=None, instruction: str | None = None,
-               mode: str | None = None, fusion: Fusion | None = None, nprobe: int | None = None,
-               ef_search: int | None = None) -> list[list[Hit]]:
+    def search(self, queries: Sequence[str], k: int = 10, *, encoder: TextEncoder | None = None,
+               instruction: str | None = None, mode: str | None = None, fusion: Fusion | None = None,
+               nprobe: int | None = None, ef_search: int | None = None) -> list[list[Hit]]:
         """Top-``k`` hits per query; ``mode`` None is the index's :attr:`default_mode`."""
         mode = self.resolve_mode(mode)
         _check(queries, k, mode)
@@ -222,7 +223,7 @@ def _check(queries: Sequence[str], k: int, mode: str) -> None:
         raise UsageError("empty query")
 
 
-def load_index_encoder(manifest: IndexManifest, **overrides):
+def load_index_encoder(manifest: IndexManifest, **overrides) -> TextEncoder:
     """Load the encoder an index manifest records, with its settings, and check it is the same."""
     from .encoder import load_encoder
 

@@ -30,6 +30,7 @@ from typing import Annotated, Literal
 import numpy as np
 
 from .errors import L2VError, UsageError
+from .protocols import TextEncoder
 from .store import check_name
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class SearchService:
         if not names:
             raise UsageError("no index to serve (build one with `l2v-search index`)")
         self.config, self.index_dir, self.overrides = config, index_dir, encoder_overrides or {}
-        self.encoders: dict[str, object] = {}
+        self.encoders: dict[str, TextEncoder] = {}
         self.indexes = {n: self._open(n) for n in names}
         self.reloading: dict[str, asyncio.Lock] = {}
         self.failed: dict[str, Path | None] = {}  # a generation that did not open, not tried again

@@ -11,6 +11,8 @@ word of 4+ letters in `--df` documents of the corpus), the positive is the whole
 negative never contains the word: one-word topic queries ("tangeretin", "kohlrabi") are where a
 small dense encoder trails BM25, and these rows teach it to rank documents that name the topic.
 
+The logic is ``llm2vec_search.train.pairs.beir_title_pairs``; this script is its command line.
+
     python recipes/title_pairs.py ../shared/data/scifact runs/titles-scifact.jsonl --n 1000 \
         --model llm2vec-smollm2-135m --index-dir runs/indexes
 """
@@ -19,16 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
-from llm2vec_search.corpus import read_corpus
-from llm2vec_search.errors import L2VError, UsageError
-from llm2vec_search.instructions import instruction_for
+from llm2vec_search.errors import L2VError
 from llm2vec_search.manifest import write_text_atomic
-from llm2vec_search.train.data import doc_text, encoder_negatives
-from llm2vec_search.train.pairs import pick_keywords, words
+from llm2vec_search.train.pairs import beir_title_pairs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,49 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave out the first N sampled documents (an earlier run's, with the same seed and --n >= N)")
     args = p.parse_args(argv)
     try:
-        if args.n < 1:
-            raise UsageError(f"--n must be at least 1, got {args.n}")
-        if not 0 <= args.skip < args.n:
-            raise UsageError(f"--skip must be between 0 and --n - 1, got {args.skip}")
-        corpus_file = args.beir / "corpus.jsonl"
-        if not corpus_file.is_file():
-            raise UsageError(f"{args.beir} is not a BEIR folder: corpus.jsonl is missing")
-        docs = {r.id: (r.title.strip(), r.text.strip()) for r in read_corpus(args.beir)
-                if len(r.title.split()) >= 3 and len(r.text.split()) >= args.min_words}
-        if not docs:
-            raise UsageError(f"{corpus_file}: no document with both a title and a body")
-        rng = random.Random(args.seed)
-        ids = sorted(docs)
-        rng.shuffle(ids)
-        ids = ids[args.skip : args.n]
-        instruction = args.instruction or instruction_for(args.beir.resolve().name)
-        if not instruction:
-            raise UsageError(f"no known instruction for {args.beir.resolve().name!r}: pass --instruction")
-        if args.query == "title":
-            queries = {i: docs[i][0] for i in ids}
-            own = {i: {i: 1} for i in ids}  # the document itself is never a negative
-        else:
-            bags = {d: words(f"{t} {b}") for d, (t, b) in docs.items()}
-            queries = pick_keywords(docs, bags, ids, tuple(args.df), rng)
-            naming = {w: {} for w in queries.values()}  # a document naming the word may be relevant: never a negative
-            for d, bag in bags.items():
-                for w in bag & naming.keys():
-                    naming[w][d] = 1
-            own = {i: naming[w] for i, w in queries.items()}
-        if not queries:
-            raise UsageError(f"no sampled document has a title word in {args.df[0]}-{args.df[1]} documents")
-        negs = encoder_negatives(args.beir, {f"q:{i}": q for i, q in queries.items()},
-                                 {f"q:{i}": o for i, o in own.items()}, tuple(args.depth), args.model, instruction,
-                                 args.index_dir)
-        rows = []
-        for i, query in queries.items():
-            cands = [d for d in negs.get(f"q:{i}", []) if d in docs]
-            if cands:
-                neg = docs[rng.choice(cands)]
-                pos, neg = (docs[i][1], neg[1]) if args.query == "title" else (doc_text(*docs[i]), doc_text(*neg))
-                rows.append({"query": query, "positive": pos, "negative": neg, "instruction": instruction})
-        if not rows:
-            raise UsageError(f"{args.model} ranked no other titled document for any query: nothing written")
+        rows = beir_title_pairs(args.beir, n=args.n, model=args.model, query=args.query, skip=args.skip,
+                                index_dir=args.index_dir, depth=tuple(args.depth), min_words=args.min_words,
+                                df=tuple(args.df), instruction=args.instruction, seed=args.seed)
         write_text_atomic(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         print(f"{args.output}: {len(rows)} {args.query} -> {'body' if args.query == 'title' else 'document'} "
               f"triplets from {args.beir}")

@@ -48,6 +48,10 @@ def test_index_query_and_batch(monkeypatch, capsys, corpus, tmp_path, tiny_model
     (["eval", "/no/such/dataset"], "not a BEIR dataset"),
     (["train", "mntp", "--data", "/no/file.txt", "--output", "/tmp/x", "--model", "smollm2-135m"],
      "training file not found"),
+    (["train", "mntp", "--data", "/no/file.txt", "--output", "/tmp/x", "--save-every", "0"],
+     "--save-every must be at least 1, got 0"),  # refused before the model loads
+    (["train", "simcse", "--model", "/no/model", "--data", "/no/file.txt", "--output", "/tmp/x", "--save-every", "0"],
+     "--save-every must be at least 1, got 0"),
 ])
 def test_bad_input_gives_one_line_error(monkeypatch, capsys, args, message, tmp_path):
     monkeypatch.chdir(tmp_path)
@@ -60,7 +64,7 @@ def test_bad_input_gives_one_line_error(monkeypatch, capsys, args, message, tmp_
 @pytest.mark.parametrize("extra,message", [
     (["--negatives", "random"], "unknown negatives 'random'; valid: bm25, encoder, none"),
     (["--init-adapter", "/no/adapter"], "--init-adapter /no/adapter: no adapter_model.safetensors"),
-    (["--beir-split", "dev"], "is not a BEIR dataset with a 'dev' split"),
+    (["--beir-split", "dev"], "has no 'dev' split (available: test)"),  # as eval says it
 ])
 def test_train_supervised_bad_input(monkeypatch, capsys, tmp_path, tiny_model_dir, extra, message):
     from llm2vec_search.index import sample_dataset

@@ -31,16 +31,32 @@ def test_load_beir_counts_unknown_ids_and_empty_queries(beir):
 
 
 @pytest.mark.parametrize("damage,message", [
-    (lambda f: (f / "corpus.jsonl").write_text('{"_id": "d0", "text": "x"}\n{broken\n'), "corpus.jsonl:2: expected"),
-    (lambda f: (f / "queries.jsonl").write_text('{"text": "no id"}\n'), "queries.jsonl:1: expected"),
+    (lambda f: (f / "corpus.jsonl").write_text('{"_id": "d0", "text": "x"}\n{broken\n'),
+     "corpus.jsonl:2: invalid JSON"),
+    (lambda f: (f / "queries.jsonl").write_text('{"text": "no id"}\n'),
+     r"queries.jsonl:1: none of the fields _id, id found \(fields: text\)$"),
     (lambda f: (f / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\n"), "test.tsv:2: expected"),
     (lambda f: (f / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\thigh\n"), "integer score"),
     (lambda f: (f / "qrels" / "test.tsv").write_text("qx\td1\t1\n"), "no judged queries left .*1 unknown queries"),
 ])
 def test_bad_beir_files_are_one_line_errors(beir, damage, message):
+    from llm2vec_search.train.data import load_beir as training_pairs
+
     damage(beir)
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=message) as e:
         load_beir(beir, "test")
+    if "no judged" not in message:  # training reads the files with the same reader: the same error
+        with pytest.raises(UsageError) as t:
+            training_pairs(beir, split="test", negatives="none")
+        assert str(t.value) == str(e.value)
+
+
+def test_beir_ids_may_be_named_id(beir):
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        path = beir / name
+        path.write_text(path.read_text().replace('"_id"', '"id"'))
+    queries, qrels, skipped = load_beir(beir, "test")
+    assert len(queries) == 8 and qrels["q1"] == {"d1": 1}
 
 
 def test_instruction_table():

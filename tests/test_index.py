@@ -52,6 +52,43 @@ def test_flat_search_equals_numpy_brute_force(corpus, tmp_path, tiny_encoder):
         np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected], rtol=1e-5)
 
 
+def test_a_toy_encoder_passes_through_the_search_seam(corpus, tmp_path, tiny_encoder):
+    from llm2vec_search.encoder import EncoderConfig
+    from llm2vec_search.protocols import ChunkingEncoder, TextEncoder
+
+    class Toy:  # answers every text with the vector of one stored chunk
+        config = EncoderConfig()
+        fingerprint = "toy"
+
+        def __init__(self, vector):
+            self.vector = vector
+
+        @property
+        def dim(self):
+            return len(self.vector)
+
+        def identity(self):
+            return {"dim": self.dim}
+
+        def encode_queries(self, queries, instruction=None):
+            return np.tile(self.vector, (len(queries), 1))
+
+        def encode_documents(self, docs):
+            return np.tile(self.vector, (len(docs), 1))
+
+    assert isinstance(tiny_encoder, ChunkingEncoder)
+    folder = _build(corpus, tmp_path, tiny_encoder)
+    table = next(iter_shards(folder))
+    doc, vector = table.column("id")[5].as_py(), shard_vectors(table)[5]
+    toy = Toy(vector)
+    assert isinstance(toy, TextEncoder) and not isinstance(toy, ChunkingEncoder)
+    idx = SearchIndex.open("t", tmp_path)
+    hit = idx.search(["anything"], k=1, encoder=toy, mode="dense")[0][0]
+    assert hit.id == doc and hit.score == pytest.approx(float(vector @ vector), rel=1e-5)
+    with pytest.raises(IndexStateError, match="different encoder"):
+        idx.check_encoder(toy)  # the manifest still names the encoder that built the index
+
+
 def test_interrupted_indexing_resumes_to_the_same_result(corpus, tmp_path, tiny_encoder, monkeypatch):
     whole = _build(corpus, tmp_path / "a", tiny_encoder)
     real = pipeline.embed_chunks

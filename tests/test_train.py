@@ -116,6 +116,64 @@ def _interrupt_after(cfg, steps):
         common.save_checkpoint = real
 
 
+def test_resume_extends_a_finished_run_and_reads_checkpoints_of_the_older_format(tiny_model_dir, text_file, tmp_path):
+    import dataclasses
+    import shutil
+
+    from llm2vec_search.models import resolve
+    from llm2vec_search.train.common import file_fingerprint
+    from llm2vec_search.train.loop import lr_lambda, run_fingerprints
+
+    cfg = dataclasses.replace(_mntp_cfg(tiny_model_dir, text_file, tmp_path / "run", 6), save_every=3)
+    train_mntp(cfg, quiet=True)
+    state = lambda d: torch.load(d / "state.pt", weights_only=True)  # noqa: E731  (no arbitrary unpickling)
+    history = lambda d: json.loads((d / "trainer.json").read_text())["history"]  # noqa: E731
+    losses = [h["loss"] for h in history(tmp_path / "run" / "checkpoint-000006")]
+
+    # A checkpoint as the older version wrote it: numpy's and Python's RNG tuples pickled, and a
+    # fingerprint over the whole config. It resumes with the same options, and only with them.
+    old = tmp_path / "old" / "checkpoint-000003"
+    shutil.copytree(tmp_path / "run" / "checkpoint-000003", old)
+    st = state(old)
+    rng = st["rng"]
+    st["rng"] = {"torch": rng["torch"], "python": (rng["python"]["version"], tuple(rng["python"]["internal"]),
+                                                   rng["python"]["gauss_next"]),
+                 "numpy": (rng["numpy"]["kind"], rng["numpy"]["keys"].numpy().astype(np.uint32), rng["numpy"]["pos"],
+                           rng["numpy"]["has_gauss"], rng["numpy"]["cached_gaussian"])}
+    torch.save(st, old / "state.pt")
+    old_cfg = dataclasses.replace(cfg, output=str(tmp_path / "old"))
+    legacy = run_fingerprints(old_cfg, [], [file_fingerprint(text_file), resolve(str(tiny_model_dir)).identity()])[1]
+    trainer = json.loads((old / "trainer.json").read_text())
+    del trainer["format"]
+    (old / "trainer.json").write_text(json.dumps({**trainer, "fingerprint": legacy}))
+    with pytest.raises(UsageError, match="older version for other options"):
+        train_mntp(dataclasses.replace(old_cfg, steps=10), resume=True, quiet=True)
+    train_mntp(old_cfg, resume=True, quiet=True)
+    assert [h["loss"] for h in history(tmp_path / "old" / "checkpoint-000006")] == pytest.approx(losses, abs=1e-4)
+
+    # --resume with more steps (and another --save-every) extends the finished run: the steps to
+    # come follow the cosine of the new total.
+    train_mntp(dataclasses.replace(cfg, steps=10, save_every=2), resume=True, quiet=True)
+    extended = history(tmp_path / "run" / "checkpoint-000010")
+    assert len(extended) == 10 and [h["loss"] for h in extended[:6]] == losses
+    assert state(tmp_path / "run" / "checkpoint-000006")["optimizer"]["param_groups"][0]["lr"] == 0.0  # old end
+    lr8 = state(tmp_path / "run" / "checkpoint-000008")["optimizer"]["param_groups"][0]["lr"]
+    assert lr8 == pytest.approx(cfg.lr * lr_lambda(cfg.warmup_steps, 10)(8)) and lr8 > 0
+    with pytest.raises(UsageError, match="at step 10, past --steps 8"):
+        train_mntp(dataclasses.replace(cfg, steps=8), resume=True, quiet=True)
+    with pytest.raises(UsageError, match="different run"):
+        train_mntp(dataclasses.replace(cfg, steps=12, lr=1e-3), resume=True, quiet=True)
+
+
+@pytest.mark.parametrize("option", ["save_every", "eval_every", "keep_checkpoints"])
+def test_zero_periods_are_refused_in_the_config(option):
+    with pytest.raises(UsageError, match=f"--{option.replace('_', '-')} must be at least 1, got 0"):
+        MNTPConfig(data="x", **{option: 0})
+    if option != "eval_every":
+        with pytest.raises(UsageError, match="must be at least 1"):
+            SupervisedConfig(model="x", **{option: 0})
+
+
 def test_simcse_then_supervised_chain_and_reload(tiny_model_dir, text_file, tmp_path):
     simcse = train_simcse(SimCSEConfig(model=str(tiny_model_dir), data=str(text_file), output=str(tmp_path / "s"),
                                        steps=4, batch_size=8, mini_batch=3, max_length=32, device="cpu",
@@ -298,7 +356,8 @@ def test_validation_split_holds_exactly_the_queries_training_held_out(tmp_path, 
 
 
 def test_keyword_pairs_query_a_rare_title_word_and_negatives_never_name_it(tmp_path, tiny_model_dir):
-    title_pairs = _recipe("title_pairs")
+    from llm2vec_search.train.pairs import beir_title_pairs, words
+
     rng = random.Random(2)
     topics = "horse sheep tiger wolf deer rabbit mouse lion bear bird".split()  # each in 3 documents
     common = ["the", "of", "cell"]  # in every document: never a keyword
@@ -311,16 +370,13 @@ def test_keyword_pairs_query_a_rare_title_word_and_negatives_never_name_it(tmp_p
     folder = tmp_path / "kw"
     folder.mkdir()
     (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
-    out = tmp_path / "kw.jsonl"
-    assert title_pairs.main([str(folder), str(out), "--query", "keyword", "--df", "2", "5", "--n", "30",
-                             "--model", str(tiny_model_dir), "--index-dir", str(tmp_path / "idx"),
-                             "--depth", "0", "29", "--instruction", "find it"]) == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = beir_title_pairs(folder, query="keyword", df=(2, 5), n=30, model=str(tiny_model_dir),
+                            index_dir=tmp_path / "idx", depth=(0, 29), instruction="find it")
     assert len(rows) == 30
     for r in rows:
         assert r["query"] in topics and r["instruction"] == "find it"
         assert r["positive"].startswith(r["query"].capitalize() + " ") and f" {r['query']} " in r["positive"]
-        assert r["query"] not in title_pairs.words(r["negative"])
+        assert r["query"] not in words(r["negative"])
 
 
 def test_title_pairs_recipe_mines_bodies_never_the_document_itself(tmp_path, tiny_model_dir, capsys):

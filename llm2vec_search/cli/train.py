@@ -148,49 +148,25 @@ def supervised_cmd(
 
     Example: l2v-search train supervised -m runs/simcse/encoder --beir data/scifact --output runs/sup
     """
-    from ..errors import UsageError
-    from ..train import data as D
     from ..train.common import LoraConfig
-    from ..train.supervised import SupervisedConfig, train_supervised
+    from ..train.data import DataSpec
+    from ..train.supervised import SupervisedConfig, train_supervised_on
 
-    sources: list[D.Source] = []
-    for path in jsonl or []:
-        sources.extend(D.load_jsonl(path))
-    instructions = list(beir_instruction or [])
-    if instructions and len(instructions) != len(beir or []):
-        raise UsageError(f"{len(instructions)} --beir-instruction for {len(beir or [])} --beir folders")
-    for i, folder in enumerate(beir or []):
-        instr = instructions[i] if instructions else D.beir_instruction(folder)
-        sources.append(D.load_beir(folder, split=beir_split, instruction=instr, max_pairs=max_pairs,
-                                   max_pairs_per_query=max_pairs_per_query, negatives=negatives, holdout=holdout,
-                                   negatives_model=negatives_model or model, index_dir=index_dir, seed=seed))
-    if snli:
-        sources.append(D.load_snli_triplets(snli, max_rows))
-    if mrpc:
-        sources.append(D.load_mrpc(mrpc, max_rows))
-    if stsb:
-        sources.append(D.load_stsb(stsb, max_rows=max_rows))
-    if squad:
-        from ..instructions import DEFAULT_INSTRUCTION
-        from ..train.pairs import load_squad
-
-        sources.append(load_squad(squad, max_pairs=squad_pairs, seed=seed,
-                                  instruction=DEFAULT_INSTRUCTION if squad_instruction is None else squad_instruction))
     cfg = SupervisedConfig(
         model=model, output=output, steps=steps, batch_size=batch_size, mini_batch=mini_batch, lr=lr,
         warmup_steps=warmup_steps, max_length=max_length, scale=1 / temperature,
         lora=LoraConfig(lora_r, lora_alpha, lora_dropout), init_adapter=init_adapter, save_every=save_every,
         gradient_checkpointing=gradient_checkpointing, device=device, seed=seed,
     )
-    for s in sources:
-        out.print(f"source {s.name}: {len(s.examples)} examples, instruction {s.instruction!r}, "
-                  f"hard negatives: {s.has_negatives}")
-    description = {"inputs": {"jsonl": jsonl, "beir": beir, "beir_split": beir_split, "negatives": negatives,
-                              "negatives_model": (negatives_model or model) if negatives == "encoder" else None,
-                              "max_pairs": max_pairs, "holdout": holdout, "snli": snli, "mrpc": mrpc, "stsb": stsb,
-                              "max_rows": max_rows, "squad": squad, "squad_pairs": squad_pairs}}
+    spec = DataSpec(
+        jsonl=tuple(jsonl or ()), beir=tuple(beir or ()), beir_split=beir_split,
+        beir_instructions=tuple(beir_instruction or ()), negatives=negatives, negatives_model=negatives_model,
+        index_dir=index_dir, max_pairs=max_pairs, max_pairs_per_query=max_pairs_per_query, holdout=holdout,
+        snli=snli, mrpc=mrpc, stsb=stsb, squad=squad, squad_pairs=squad_pairs, squad_instruction=squad_instruction,
+        max_rows=max_rows, seed=seed,
+    )
     defaults = {"query_instruction": query_instruction, "document_instruction": document_instruction}
-    path = train_supervised(cfg, sources, resume=resume, data_description=description, encoder_defaults=defaults)
+    path = train_supervised_on(cfg, spec, resume=resume, log=out.print, encoder_defaults=defaults)
     out.print(f"encoder written to {path}")
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import io
 import os
+import pickle
 import random
 import shutil
 import time
@@ -107,6 +108,8 @@ def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # -- checkpoints ---------------------------------------------------------------------------
+# state.pt holds only tensors and plain containers (numbers, strings, lists, dicts), so it loads
+# with torch.load(weights_only=True): a copied run folder cannot run code when resumed.
 def save_checkpoint(run_dir: Path, step: int, peft_model, optimizer, scheduler, extra: dict[str, Any]) -> Path:
     """Write ``checkpoint-<step>`` atomically (a temporary folder, then rename)."""
     final = run_dir / f"checkpoint-{step:06d}"
@@ -114,18 +117,51 @@ def save_checkpoint(run_dir: Path, step: int, peft_model, optimizer, scheduler, 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     peft_model.save_pretrained(tmp / "adapter", safe_serialization=True)
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-        },
-        tmp / "state.pt",
-    )
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+               tmp / "state.pt")
     write_json_atomic(tmp / "trainer.json", {"step": step, **extra})
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    state = rng["numpy"]
+    if isinstance(state, dict):
+        np.random.set_state((state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                             state["has_gauss"], state["cached_gaussian"]))
+    else:  # a checkpoint written before format 2: numpy's own tuple
+        np.random.set_state(state)
+    py = rng["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]) if isinstance(py, dict) else py)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """state.pt without unpickling arbitrary objects; checkpoints written before format 2 also hold
+    numpy arrays (the RNG state), allowed by name and nothing else."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            from numpy._core.multiarray import _reconstruct
+        except ImportError:  # numpy < 2
+            from numpy.core.multiarray import _reconstruct
+        allowed = [np.ndarray, np.dtype, _reconstruct, type(np.dtype(np.uint32))]
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UsageError(f"{path}: not a training state this version reads ({str(e).splitlines()[0]})") from None
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -133,22 +169,25 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def read_trainer_state(ckpt: Path) -> dict[str, Any]:
+    """A checkpoint's trainer.json (step, fingerprint, history, format)."""
+    if not (ckpt / "trainer.json").is_file():
+        raise UsageError(f"{ckpt} is not a training checkpoint (no trainer.json)")
+    return read_json(ckpt / "trainer.json")
+
+
 def load_checkpoint(ckpt: Path, peft_model, optimizer, scheduler) -> dict[str, Any]:
     """Restore adapter weights, optimizer, scheduler and RNG state; returns trainer.json."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    if not (ckpt / "trainer.json").is_file():
-        raise UsageError(f"{ckpt} is not a training checkpoint (no trainer.json)")
+    trainer = read_trainer_state(ckpt)
     set_peft_model_state_dict(peft_model, load_file(ckpt / "adapter" / "adapter_model.safetensors"))
-    # Our own file, written by save_checkpoint: it holds tensors and plain containers.
-    state = torch.load(ckpt / "state.pt", weights_only=False)
+    state = _load_state(ckpt / "state.pt")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
-    return read_json(ckpt / "trainer.json")
+    _set_rng_state(state["rng"])
+    return trainer
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:

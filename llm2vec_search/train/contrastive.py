@@ -1,4 +1,4 @@
-"""The training loop shared by SimCSE and supervised contrastive training.
+"""The contrastive stage shared by SimCSE, supervised training and adapt (the loop is :mod:`.loop`).
 
 The encoder of the previous stage (base + merged adapters) gets a fresh LoRA adapter; each
 step embeds a batch's views (anchors, positives, optional hard negatives) with mean pooling
@@ -10,7 +10,6 @@ all resume exactly from a checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -19,14 +18,12 @@ from typing import Any
 import torch
 
 from ..bidirectional import set_bidirectional
-from ..encoder import Encoder, EncoderConfig, cpu_has_fast_bf16, load_model_and_tokenizer, select_device
+from ..encoder import Encoder, EncoderConfig, load_model_and_tokenizer, select_device
 from ..errors import UsageError
-from ..manifest import fingerprint
 from ..models import resolve
 from . import common
+from .loop import LoopConfig, check_every, choose_bf16, run_fingerprints, train_loop
 from .losses import InfoNCE, cached_contrastive_backward
-from .mntp import lr_lambda
-from .progress import TrainProgress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +52,7 @@ class ContrastiveConfig:
         for name in ("steps", "batch_size", "mini_batch", "max_length"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 1")
+        check_every(save_every=self.save_every, keep_checkpoints=self.keep_checkpoints)
 
 
 View = tuple[list[str], list[str | None]]  # texts and their instructions
@@ -90,9 +88,8 @@ def train_contrastive(
     it, with a checkpoint; the encoder is written from the steps done (``--resume`` continues)."""
     if not cfg.model:
         raise UsageError("no starting encoder given (--model)")
-    run_dir = Path(cfg.output)
     device = select_device(cfg.device)
-    bf16 = cpu_has_fast_bf16() if cfg.bf16 is None and device.type == "cpu" else bool(cfg.bf16 or device.type == "cuda")
+    bf16 = choose_bf16(cfg.bf16, device)
     source = resolve(cfg.model)
     model, tokenizer = load_model_and_tokenizer(
         source, device=device, config_overrides={"attention_dropout": cfg.attention_dropout}
@@ -106,52 +103,26 @@ def train_contrastive(
         model.enable_input_require_grads()
     encoder = Encoder(model, tokenizer, EncoderConfig(pooling=cfg.pooling, max_length=cfg.max_length,
                                                       batch_tokens=max(8192, cfg.max_length)), source)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, cfg.steps))
     loss_fn = InfoNCE(cfg.scale)
-    run_fp = fingerprint([stage, dataclasses.asdict(cfg), data_fingerprint, source.identity(), warm_start])
-
-    step, history = 0, []
-    if resume:
-        ckpt = Path(resume) if isinstance(resume, str) else common.latest_checkpoint(run_dir)
-        if ckpt is None or not ckpt.exists():
-            raise UsageError(f"no checkpoint to resume from in {run_dir}" if ckpt is None else f"{ckpt} not found")
-        state = common.load_checkpoint(ckpt, peft_model, optimizer, scheduler)
-        if state.get("fingerprint") != run_fp:
-            raise UsageError(f"{ckpt} was written by a different run (config, data or model differ)")
-        step, history = state["step"], state.get("history", [])
 
     def embed(items: Sequence[tuple[str, str | None]]) -> torch.Tensor:
         texts, instructions = zip(*items)
         with common.autocast(device, bf16):
             return encoder.forward_texts(list(texts), list(instructions))
 
-    peft_model.train()
-    with TrainProgress(stage, cfg.steps, start=step, quiet=quiet, log_every=5) as progress:
-        while step < cfg.steps:
-            t0 = time.perf_counter()
-            batch = batch_at(step)
-            views = [list(zip(texts, instrs)) for texts, instrs in batch.views]
-            tokens_before = encoder.stats.tokens
-            torch.manual_seed(cfg.seed + step)  # dropout draws repeat after a resume
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = partial(loss_fn, exclude=None if batch.exclude is None else batch.exclude.to(device))
-            loss = cached_contrastive_backward(embed, views, step_loss, cfg.mini_batch, device)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            history.append({"step": step, "loss": round(loss, 5)})
-            n_tokens = encoder.stats.tokens - tokens_before  # both passes of the cached loss
-            progress.update(step, history[-1], n_tokens / (time.perf_counter() - t0))
-            out_of_time = deadline is not None and time.monotonic() > deadline
-            if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
-                common.save_checkpoint(run_dir, step, peft_model, optimizer, scheduler,
-                                       {"fingerprint": run_fp, "history": history})
-                common.prune_checkpoints(run_dir, cfg.keep_checkpoints)
-            if out_of_time:
-                break
+    def train_step(step: int) -> tuple[float, int]:
+        batch = batch_at(step)
+        views = [list(zip(texts, instrs)) for texts, instrs in batch.views]
+        tokens_before = encoder.stats.tokens
+        step_loss = partial(loss_fn, exclude=None if batch.exclude is None else batch.exclude.to(device))
+        loss = cached_contrastive_backward(embed, views, step_loss, cfg.mini_batch, device)
+        return loss, encoder.stats.tokens - tokens_before  # both passes of the cached loss
+
+    loop = LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps, save_every=cfg.save_every,
+                      keep_checkpoints=cfg.keep_checkpoints, seed=cfg.seed, log_every=5)
+    step, history = train_loop(
+        stage, peft_model, loop, train_step, run_dir=Path(cfg.output), resume=resume, quiet=quiet, deadline=deadline,
+        fingerprints=run_fingerprints(cfg, [stage], [data_fingerprint, source.identity(), warm_start]))
 
     losses = [h["loss"] for h in history]
     previous = (source.encoder or {}).get("recipe", {})  # earlier stages' recipes carry over
@@ -160,6 +131,6 @@ def train_contrastive(
     recipe = {**previous, stage: {"config": dataclasses.asdict(cfg), **recipe, "steps": step,
                       "loss_first_10": losses[:10], "loss_last_10": losses[-10:]}}
     return common.write_encoder_dir(
-        run_dir / "encoder", base_model=source.root, previous_adapters=list(source.adapters),
+        Path(cfg.output) / "encoder", base_model=source.root, previous_adapters=list(source.adapters),
         new_adapter=(stage, peft_model), encoder={"pooling": cfg.pooling, **encoder_defaults}, recipe=recipe,
     )

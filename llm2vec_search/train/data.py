@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..corpus import read_beir
 from ..errors import UsageError
 from . import common
 
@@ -81,22 +82,6 @@ def load_jsonl(path: str | Path, name: str | None = None) -> list[Source]:
             for i, (instr, ex) in enumerate(groups.items())]
 
 
-def _read_beir(folder: Path, split: str):
-    for f in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
-        if not (folder / f).is_file():
-            raise UsageError(f"{folder} is not a BEIR dataset with a {split!r} split: {f} is missing")
-    corpus = {}
-    for line in common.read_lines(folder / "corpus.jsonl"):
-        d = json.loads(line)
-        corpus[str(d["_id"])] = (d.get("title") or "", d.get("text") or "")
-    queries = {str(q["_id"]): q["text"] for q in map(json.loads, common.read_lines(folder / "queries.jsonl"))}
-    qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with open(folder / f"qrels/{split}.tsv", encoding="utf-8") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            qrels[str(row["query-id"])][str(row["corpus-id"])] = int(row["score"])
-    return corpus, queries, qrels
-
-
 def doc_text(title: str, text: str) -> str:
     """BEIR's document text: title + " " + text."""
     return f"{title} {text}".strip()
@@ -127,7 +112,7 @@ def load_beir(
     documents judged relevant to another anchor of the batch.
     """
     folder = Path(folder)
-    corpus, queries, qrels = _read_beir(folder, split)
+    corpus, queries, qrels = read_beir(folder, split)
     rng = random.Random(seed)
     pairs = []
     held_out = set(holdout_queries(qrels, holdout))
@@ -135,7 +120,7 @@ def load_beir(
         if qid in held_out:
             continue
         rel = sorted(d for d, s in qrels[qid].items() if s > 0 and d in corpus)
-        if qid not in queries or not rel:
+        if not queries.get(qid, "").strip() or not rel:
             continue
         rng.shuffle(rel)
         pairs.extend((qid, d) for d in rel[:max_pairs_per_query])
@@ -272,3 +257,71 @@ def schedule(sources: Sequence[Source], steps: int, batch_size: int, seed: int) 
         plan.append((int(src), perms[src][cursors[src] : cursors[src] + batch_size].tolist()))
         cursors[src] += batch_size
     return plan
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """The supervised training sources of ``train supervised``, one field per option."""
+
+    jsonl: tuple[str, ...] = ()  # rows {"query", "positive", "negative"?, "instruction"?}
+    beir: tuple[str, ...] = ()  # BEIR folders: pairs from their qrels
+    beir_split: str = "train"
+    beir_instructions: tuple[str, ...] = ()  # one per beir folder; default: the evaluation table's
+    negatives: str = "bm25"  # hard negatives for beir: bm25 | encoder | none
+    negatives_model: str | None = None  # the mining encoder for negatives="encoder" (default: the trained one)
+    index_dir: str | None = None  # where the mining encoder's corpus indexes are cached
+    max_pairs: int | None = None  # per beir source
+    max_pairs_per_query: int | None = None
+    holdout: int = 0  # the last N query ids of each beir source stay out (validation)
+    snli: str | None = None
+    mrpc: str | None = None
+    stsb: str | None = None
+    squad: str | None = None
+    squad_pairs: int | None = None
+    squad_instruction: str | None = None  # None: the generic default instruction
+    max_rows: int | None = None  # per SNLI/MRPC/STS-B source
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.beir_instructions and len(self.beir_instructions) != len(self.beir):
+            raise UsageError(f"{len(self.beir_instructions)} --beir-instruction for {len(self.beir)} --beir folders")
+        if self.negatives not in NEGATIVES:
+            raise UsageError(f"unknown negatives {self.negatives!r}; valid: {', '.join(NEGATIVES)}")
+
+
+def load_sources(spec: DataSpec, *, model: str, log=print) -> tuple[list[Source], dict]:
+    """The sources ``spec`` names, in option order (jsonl, beir, snli, mrpc, stsb, squad), and the
+    description of the inputs that the encoder's recipe records; ``model`` is the encoder being
+    trained (it mines ``negatives="encoder"`` unless ``negatives_model`` is given)."""
+    miner = spec.negatives_model or model
+    sources: list[Source] = []
+    for path in spec.jsonl:
+        sources.extend(load_jsonl(path))
+    for i, folder in enumerate(spec.beir):
+        instr = spec.beir_instructions[i] if spec.beir_instructions else beir_instruction(folder)
+        sources.append(load_beir(folder, split=spec.beir_split, instruction=instr, max_pairs=spec.max_pairs,
+                                 max_pairs_per_query=spec.max_pairs_per_query, negatives=spec.negatives,
+                                 holdout=spec.holdout, negatives_model=miner, index_dir=spec.index_dir,
+                                 seed=spec.seed))
+    if spec.snli:
+        sources.append(load_snli_triplets(spec.snli, spec.max_rows))
+    if spec.mrpc:
+        sources.append(load_mrpc(spec.mrpc, spec.max_rows))
+    if spec.stsb:
+        sources.append(load_stsb(spec.stsb, max_rows=spec.max_rows))
+    if spec.squad:
+        from ..instructions import DEFAULT_INSTRUCTION
+        from .pairs import load_squad
+
+        instruction = DEFAULT_INSTRUCTION if spec.squad_instruction is None else spec.squad_instruction
+        sources.append(load_squad(spec.squad, max_pairs=spec.squad_pairs, seed=spec.seed, instruction=instruction))
+    for s in sources:
+        log(f"source {s.name}: {len(s.examples)} examples, instruction {s.instruction!r}, "
+            f"hard negatives: {s.has_negatives}")
+    description = {"inputs": {"jsonl": list(spec.jsonl) or None, "beir": list(spec.beir) or None,
+                              "beir_split": spec.beir_split, "negatives": spec.negatives,
+                              "negatives_model": miner if spec.negatives == "encoder" else None,
+                              "max_pairs": spec.max_pairs, "holdout": spec.holdout, "snli": spec.snli,
+                              "mrpc": spec.mrpc, "stsb": spec.stsb, "max_rows": spec.max_rows, "squad": spec.squad,
+                              "squad_pairs": spec.squad_pairs}}
+    return sources, description

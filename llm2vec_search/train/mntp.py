@@ -9,21 +9,17 @@ adapter merges into the plain encoder (no LM head) later.
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..bidirectional import set_bidirectional
-from ..encoder import cpu_has_fast_bf16, load_model_and_tokenizer, select_device
+from ..encoder import load_model_and_tokenizer, select_device
 from ..errors import UsageError
-from ..manifest import fingerprint
 from ..models import resolve
 from . import common
-from .progress import TrainProgress
+from .loop import LoopConfig, check_every, choose_bf16, epoch_order, run_fingerprints, train_loop
 
 MASK_POLICIES = ("bert", "all-mask")
 
@@ -62,6 +58,7 @@ class MNTPConfig:
         for name in ("batch_size", "steps", "max_seq_length", "grad_accum"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 1")
+        check_every(save_every=self.save_every, eval_every=self.eval_every, keep_checkpoints=self.keep_checkpoints)
 
 
 def mask_token_id(tokenizer, mask_token: str | None) -> int:
@@ -156,26 +153,6 @@ def pack_blocks(texts, tokenizer, block: int, max_passages: int | None = None) -
     return np.concatenate(out)
 
 
-def block_order(n_blocks: int, step: int, batch: int, seed: int) -> np.ndarray:
-    """Block indices of one step: a seeded permutation per epoch, so a resumed run sees the same data."""
-    start = step * batch
-    idx = []
-    while len(idx) < batch:
-        epoch, offset = divmod(start + len(idx), n_blocks)
-        perm = np.random.default_rng(seed + epoch).permutation(n_blocks)
-        idx.extend(perm[offset : offset + batch - len(idx)].tolist())
-    return np.asarray(idx)
-
-
-def lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return f
-
-
 def train_mntp(cfg: MNTPConfig, *, resume: bool | str = False, quiet: bool = False) -> Path:
     """Run MNTP; returns the encoder directory (``<output>/encoder``)."""
     if not cfg.data:
@@ -183,7 +160,7 @@ def train_mntp(cfg: MNTPConfig, *, resume: bool | str = False, quiet: bool = Fal
     common.check_file(cfg.data)  # fail before loading a model
     run_dir = Path(cfg.output)
     device = select_device(cfg.device)
-    bf16 = cpu_has_fast_bf16() if cfg.bf16 is None and device.type == "cpu" else bool(cfg.bf16 or device.type == "cuda")
+    bf16 = choose_bf16(cfg.bf16, device)
     source = resolve(cfg.model)
     lm, tokenizer = load_model_and_tokenizer(source, device=device, causal_lm=True)
     set_bidirectional(lm, True)
@@ -201,24 +178,10 @@ def train_mntp(cfg: MNTPConfig, *, resume: bool | str = False, quiet: bool = Fal
     if cfg.gradient_checkpointing:
         lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         lm.model.enable_input_require_grads()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, cfg.steps))
     data_fp = common.file_fingerprint(cfg.data)
-    run_fp = fingerprint([dataclasses.asdict(cfg), data_fp, source.identity()])
-
-    step, history = 0, []
-    if resume:
-        ckpt = Path(resume) if isinstance(resume, str) else common.latest_checkpoint(run_dir)
-        if ckpt is None or not ckpt.exists():
-            raise UsageError(f"no checkpoint to resume from in {run_dir}" if ckpt is None else f"{ckpt} not found")
-        state = common.load_checkpoint(ckpt, peft_model, optimizer, scheduler)
-        if state.get("fingerprint") != run_fp:
-            raise UsageError(f"{ckpt} was written by a different run (config, data or model differ)")
-        step, history = state["step"], state.get("history", [])
 
     def batch_at(s: int, source_blocks: np.ndarray, idx=None):
-        idx = block_order(len(source_blocks), s, cfg.batch_size, cfg.seed) if idx is None else idx
+        idx = epoch_order(len(source_blocks), s, cfg.batch_size, cfg.seed) if idx is None else idx
         ids = torch.from_numpy(source_blocks[idx].astype(np.int64))
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + s)
         return mask_tokens(ids, mask_id=mask_id, probability=cfg.mask_probability, policy=cfg.mask_policy,
@@ -229,43 +192,30 @@ def train_mntp(cfg: MNTPConfig, *, resume: bool | str = False, quiet: bool = Fal
             hidden = lm.model(input_ids=inputs.to(device)).last_hidden_state
             return mntp_loss(hidden, labels.to(device), lm.lm_head)
 
+    def train_step(step: int) -> tuple[float, int]:
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            inputs, labels = batch_at(step * cfg.grad_accum + micro, train_blocks)
+            loss = loss_of(inputs, labels) / cfg.grad_accum
+            loss.backward()
+            total += loss.item()
+        return total, cfg.batch_size * cfg.grad_accum * cfg.max_seq_length
+
     @torch.no_grad()
     def evaluate() -> float:
-        peft_model.eval()
         losses = []
         for i in range(0, len(eval_blocks), cfg.batch_size):
             idx = np.arange(i, min(i + cfg.batch_size, len(eval_blocks)))
             inputs, labels = batch_at(-1 - i, eval_blocks, idx)
             losses.append(loss_of(inputs, labels).item())
-        peft_model.train()
         return float(np.mean(losses))
 
-    peft_model.train()
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.max_seq_length
-    with TrainProgress("mntp", cfg.steps, start=step, quiet=quiet) as progress:
-        while step < cfg.steps:
-            t0 = time.perf_counter()
-            torch.manual_seed(cfg.seed + step)  # LoRA dropout: same draws after a resume
-            optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for micro in range(cfg.grad_accum):
-                inputs, labels = batch_at(step * cfg.grad_accum + micro, train_blocks)
-                loss = loss_of(inputs, labels) / cfg.grad_accum
-                loss.backward()
-                total += loss.item()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            record: dict[str, Any] = {"step": step, "loss": round(total, 5)}
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                record["eval_loss"] = round(evaluate(), 5)
-            history.append(record)
-            progress.update(step, record, tokens_per_step / (time.perf_counter() - t0))
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                common.save_checkpoint(run_dir, step, peft_model, optimizer, scheduler,
-                                       {"fingerprint": run_fp, "history": history})
-                common.prune_checkpoints(run_dir, cfg.keep_checkpoints)
+    loop = LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+                      save_every=cfg.save_every, keep_checkpoints=cfg.keep_checkpoints, seed=cfg.seed,
+                      eval_every=cfg.eval_every, log_every=10)
+    step, history = train_loop("mntp", peft_model, loop, train_step, run_dir=run_dir,
+                               fingerprints=run_fingerprints(cfg, [], [data_fp, source.identity()]),
+                               resume=resume, evaluate=evaluate, quiet=quiet)
 
     previous = (source.encoder or {}).get("recipe", {})
     recipe = {**previous, "mntp": {"config": dataclasses.asdict(cfg), "data": data_fp, "steps": step,

@@ -293,3 +293,65 @@ def write_jsonl(source: Source, path: str | Path) -> Path:
             for e in source.examples]
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return Path(path)
+
+
+def beir_title_pairs(folder: str | Path, *, n: int, model: str, query: str = "title", skip: int = 0,
+                     index_dir: str | Path | None = None, depth: tuple[int, int] = (5, 30), min_words: int = 30,
+                     df: tuple[int, int] = (3, 30), instruction: str | None = None, seed: int = 42) -> list[dict]:
+    """Title -> body (``query="title"``) or keyword -> document (``"keyword"``) rows of a BEIR
+    corpus, negatives mined by the encoder ``model`` (``recipes/title_pairs.py`` explains the data).
+
+    ``n`` documents with a title of 3+ words and a body of ``min_words`` or more are sampled
+    (seeded), the first ``skip`` of them left out (an earlier run's); a row's negative is drawn
+    from ``model``'s ranks ``depth`` for its query, never the document itself (for a keyword: never
+    a document naming it). Rows: query, positive, negative, instruction (default: the dataset's,
+    as ``eval`` uses it).
+    """
+    from ..corpus import read_corpus
+    from ..instructions import instruction_for
+    from .data import doc_text, encoder_negatives
+
+    folder = Path(folder)
+    if n < 1:
+        raise UsageError(f"--n must be at least 1, got {n}")
+    if not 0 <= skip < n:
+        raise UsageError(f"--skip must be between 0 and --n - 1, got {skip}")
+    corpus_file = folder / "corpus.jsonl"
+    if not corpus_file.is_file():
+        raise UsageError(f"{folder} is not a BEIR folder: corpus.jsonl is missing")
+    docs = {r.id: (r.title.strip(), r.text.strip()) for r in read_corpus(folder)
+            if len(r.title.split()) >= 3 and len(r.text.split()) >= min_words}
+    if not docs:
+        raise UsageError(f"{corpus_file}: no document with both a title and a body")
+    rng = random.Random(seed)
+    ids = sorted(docs)
+    rng.shuffle(ids)
+    ids = ids[skip:n]
+    instruction = instruction or instruction_for(folder.resolve().name)
+    if not instruction:
+        raise UsageError(f"no known instruction for {folder.resolve().name!r}: pass --instruction")
+    if query == "title":
+        queries = {i: docs[i][0] for i in ids}
+        own = {i: {i: 1} for i in ids}  # the document itself is never a negative
+    else:
+        bags = {d: words(f"{t} {b}") for d, (t, b) in docs.items()}
+        queries = pick_keywords(docs, bags, ids, tuple(df), rng)
+        naming: dict[str, dict[str, int]] = {w: {} for w in queries.values()}  # may be relevant: never a negative
+        for d, bag in bags.items():
+            for w in bag & naming.keys():
+                naming[w][d] = 1
+        own = {i: naming[w] for i, w in queries.items()}
+    if not queries:
+        raise UsageError(f"no sampled document has a title word in {df[0]}-{df[1]} documents")
+    negs = encoder_negatives(folder, {f"q:{i}": q for i, q in queries.items()}, {f"q:{i}": o for i, o in own.items()},
+                             tuple(depth), model, instruction, index_dir)
+    rows = []
+    for i, text in queries.items():
+        cands = [d for d in negs.get(f"q:{i}", []) if d in docs]
+        if cands:
+            neg = docs[rng.choice(cands)]
+            pos, neg = (docs[i][1], neg[1]) if query == "title" else (doc_text(*docs[i]), doc_text(*neg))
+            rows.append({"query": text, "positive": pos, "negative": neg, "instruction": instruction})
+    if not rows:
+        raise UsageError(f"{model} ranked no other titled document for any query: nothing written")
+    return rows

@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import UsageError
 from . import common
 from .contrastive import Batch, ContrastiveConfig, train_contrastive
+from .loop import epoch_order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,17 +26,6 @@ class SimCSEConfig(ContrastiveConfig):
     steps: int = 1000
     lr: float = 3e-5
     max_length: int = 128
-
-
-def epoch_batches(n: int, step: int, batch: int, seed: int) -> np.ndarray:
-    """Indices of ``step``'s batch: a seeded permutation per epoch (exact resume)."""
-    idx: list[int] = []
-    start = step * batch
-    while len(idx) < batch:
-        epoch, offset = divmod(start + len(idx), n)
-        perm = np.random.default_rng(seed + epoch).permutation(n)
-        idx.extend(perm[offset : offset + batch - len(idx)].tolist())
-    return np.asarray(idx)
 
 
 def train_simcse(cfg: SimCSEConfig, *, resume: bool | str = False, quiet: bool = False) -> Path:
@@ -52,7 +40,7 @@ def train_simcse(cfg: SimCSEConfig, *, resume: bool | str = False, quiet: bool =
         raise UsageError(f"{cfg.data} holds {len(sentences)} sentences, fewer than the batch size {cfg.batch_size}")
 
     def batch_at(step: int):
-        texts = [sentences[i] for i in epoch_batches(len(sentences), step, cfg.batch_size, cfg.seed)]
+        texts = [sentences[i] for i in epoch_order(len(sentences), step, cfg.batch_size, cfg.seed)]
         none = [None] * len(texts)
         return Batch([(texts, none), (texts, none)])  # the same sentences twice: dropout makes the views
 

@@ -15,7 +15,7 @@ import torch
 from ..errors import UsageError
 from ..manifest import fingerprint
 from .contrastive import Batch, ContrastiveConfig, train_contrastive
-from .data import Source, schedule
+from .data import DataSpec, Source, load_sources, schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,3 +77,11 @@ def train_supervised(cfg: SupervisedConfig, sources: list[Source], *, resume: bo
                           **(encoder_defaults or {})},
         data_fingerprint=data_fp, resume=resume, quiet=quiet,
     )
+
+
+def train_supervised_on(cfg: SupervisedConfig, spec: DataSpec, *, resume: bool | str = False, log=print,
+                        encoder_defaults: dict | None = None) -> Path:
+    """``train supervised``: assemble the sources ``spec`` names (:func:`.data.load_sources`), then train."""
+    sources, description = load_sources(spec, model=cfg.model, log=log)
+    return train_supervised(cfg, sources, resume=resume, data_description=description,
+                            encoder_defaults=encoder_defaults)
