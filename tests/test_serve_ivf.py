@@ -3,17 +3,15 @@ per request and as the server's default, and an on-disk IVF (``index --on-disk``
 in-memory IVF of the same factory string at every ``nprobe``."""
 
 import json
-import random
 
 import faiss
 import numpy as np
 import pytest
-from conftest import WORDS, run_cli
+from conftest import run_cli, word_index
 
 pytest.importorskip("fastapi", reason="the `serve` extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from llm2vec_search.index import build_index  # noqa: E402
 from llm2vec_search.search import SearchIndex  # noqa: E402
 from llm2vec_search.server import SearchService, ServeConfig, create_app  # noqa: E402
 from llm2vec_search.store import FAISS_FILE  # noqa: E402
@@ -23,26 +21,22 @@ QUERIES = ["the cat eats fish", "a virus in the blood", "river water climate", "
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, tiny_encoder):
-    rng = random.Random(1)
     home = tmp_path_factory.mktemp("ivf")
-    corpus = home / "docs.jsonl"
-    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "text": " ".join(rng.choices(WORDS, k=12))})
-                                for i in range(80)))
-    build_index(corpus, "mem", home, index_type="IVF8,Flat", encoder=tiny_encoder, show_progress=False)
-    build_index(corpus, "disk", home, index_type="IVF8,Flat", encoder=tiny_encoder, show_progress=False, on_disk=True)
-    return home
+    word_index(home, tiny_encoder, "mem", 80, index_type="IVF8,Flat")
+    return word_index(home, tiny_encoder, "disk", 80, index_type="IVF8,Flat", on_disk=True)
 
 
 def served(home, **config):
     return TestClient(create_app(SearchService(None, home, ServeConfig(**config))))
 
 
-def test_nprobe_changes_results_as_faiss_does(home, tiny_encoder):
-    idx = SearchIndex.open("mem", home)
+def test_nprobe_changes_results_as_faiss_does(home):
+    svc = SearchService(None, home, ServeConfig())
+    idx = svc.index("mem")
     raw = faiss.read_index(str(idx.folder / FAISS_FILE))
-    xq = tiny_encoder.encode_queries(QUERIES)
+    xq = svc.encoders[idx.encoder_fingerprint].encode_queries(QUERIES)  # the server's encoder (dtype: auto)
     by_nprobe = {}
-    with served(home) as client:
+    with TestClient(create_app(svc)) as client:
         for nprobe in (1, 2, 8):
             faiss.extract_index_ivf(raw).nprobe = nprobe
             D, I = raw.search(xq, 5)
@@ -81,7 +75,7 @@ def test_an_on_disk_ivf_equals_the_in_memory_one(home, monkeypatch, capsys):
 
 
 def test_on_disk_needs_an_ivf_factory(home, monkeypatch, capsys):
-    code, _, err = run_cli(monkeypatch, capsys, "index", str(home / "docs.jsonl"), "--name", "x", "--index-dir",
+    code, _, err = run_cli(monkeypatch, capsys, "index", str(home / "mem.jsonl"), "--name", "x", "--index-dir",
                            str(home), "--on-disk", "--index-type", "HNSW32")
     assert code != 0 and "IVF<nlist>,<codec>" in err and "Traceback" not in err
     code, _, err = run_cli(monkeypatch, capsys, "query", "cat", "--index", "mem", "--index-dir", str(home),

@@ -13,12 +13,11 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import WORDS
+from conftest import WORDS, word_index
 
 pytest.importorskip("fastapi", reason="the `serve` extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from llm2vec_search.index import build_index  # noqa: E402
 from llm2vec_search.server import (  # noqa: E402
     LOOPBACK_HOSTS,
     MAX_BODY_BYTES,
@@ -31,13 +30,7 @@ from llm2vec_search.server import (  # noqa: E402
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, tiny_encoder):
-    rng = random.Random(0)
-    home = tmp_path_factory.mktemp("limits")
-    corpus = home / "docs.jsonl"
-    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "title": rng.choice(WORDS),
-                                            "text": " ".join(rng.choices(WORDS, k=20))}) for i in range(30)))
-    build_index(corpus, "docs", home, encoder=tiny_encoder, show_progress=False)
-    return home
+    return word_index(tmp_path_factory.mktemp("limits"), tiny_encoder)
 
 
 class Wrapped:
@@ -210,22 +203,23 @@ def test_an_empty_instruction_means_none(home):
     assert not np.allclose(scores(instruction=""), scores(), atol=1e-4)
 
 
-def test_embeddings_endpoint_contract(home, tiny_encoder):
+def test_embeddings_endpoint_contract(home):
     svc = service_with(home)
     (name,) = svc.encoder_names
+    encoder = svc.encoders[svc.encoder_names[name]]  # as the index records it (dtype: auto)
     with TestClient(create_app(svc)) as client:
         r = client.post("/v1/embeddings", json={"input": ["the cat sleeps", "a red fish"], "model": name})
         assert r.status_code == 200
         body = r.json()
         assert body["object"] == "list" and body["model"] == name and [d["index"] for d in body["data"]] == [0, 1]
-        want = tiny_encoder.encode_documents(["the cat sleeps", "a red fish"])
+        want = encoder.encode_documents(["the cat sleeps", "a red fish"])
         np.testing.assert_allclose([d["embedding"] for d in body["data"]], want, atol=1e-6)
         assert body["usage"] == {"prompt_tokens": 6, "total_tokens": 6}
 
         r = client.post("/v1/embeddings", json={"input": "a red fish", "encoding_format": "base64",
-                                                "input_type": "query", "dimensions": tiny_encoder.dim})
+                                                "input_type": "query", "dimensions": encoder.dim})
         vec = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
-        np.testing.assert_allclose(vec, tiny_encoder.encode_queries(["a red fish"])[0], atol=1e-6)
+        np.testing.assert_allclose(vec, encoder.encode_queries(["a red fish"])[0], atol=1e-6)
         assert client.get("/v1/models").json()["data"][0]["id"] == name
 
         for payload, status, param in (({"input": [1, 2, 3]}, 400, "input"), ({"input": [[1, 2]]}, 400, "input"),
