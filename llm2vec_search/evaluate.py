@@ -91,6 +91,10 @@ def evaluate_beir(
     encoder=None,
     encoder_overrides: dict[str, Any] | None = None,
     show_progress: bool = True,
+    index_type: str | None = None,
+    on_disk: bool = False,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
 ) -> dict[str, Any]:
     """Index ``dataset`` (cached per corpus and encoder), search the split's judged queries, score them.
 
@@ -101,7 +105,9 @@ def evaluate_beir(
     ``result["per_query"]`` holds each query's values (written to ``per_query.json``, not to
     ``metrics.json``). With ``out``, writes ``run.trec``, ``per_query.json`` and ``metrics.json``.
     ``mode`` None is the default of ``query``: hybrid (the cached index always has BM25), fused
-    by ``fusion`` (default :data:`~llm2vec_search.fusion.DEFAULT_FUSION`).
+    by ``fusion`` (default :data:`~llm2vec_search.fusion.DEFAULT_FUSION`). ``index_type`` and
+    ``on_disk`` choose the cached index's FAISS (as ``l2v-search index`` does); ``nprobe`` and
+    ``ef_search`` tune its search.
     """
     from .search import SearchIndex
 
@@ -129,14 +135,15 @@ def evaluate_beir(
     else:
         encoder = None
     t_load = time.perf_counter() - t0
-    name, folder, reused = cached_index(dataset, index_dir, model, encoder, show_progress=show_progress)
+    name, folder, reused = cached_index(dataset, index_dir, model, encoder, show_progress=show_progress,
+                                        index_type=index_type, on_disk=on_disk)
     t_index = time.perf_counter() - t0 - t_load
     idx = SearchIndex.open(name, index_dir)
     qids = list(data.queries)
     t1 = time.perf_counter()
     depth = k + 1 if ignore_identical_ids else k  # one hit may be the query itself
     hits = idx.search([data.queries[q] for q in qids], depth, encoder=encoder, instruction=instruction, mode=mode,
-                      fusion=fusion)
+                      fusion=fusion, nprobe=nprobe, ef_search=ef_search)
     t_search = time.perf_counter() - t1
     run = {  # qid -> [(doc, score)] in rank order
         qid: [(h.id, h.score) for h in qhits if not (ignore_identical_ids and h.id == qid)][:k]
@@ -179,7 +186,8 @@ def eval_index_name(dataset: Path, encoder=None) -> str:
 
 
 def cached_index(dataset: Path, index_dir: str | Path | None, model: str, encoder=None, *,
-                 show_progress: bool = True) -> tuple[str, Path, bool]:
+                 show_progress: bool = True, index_type: str | None = None,
+                 on_disk: bool = False) -> tuple[str, Path, bool]:
     """The index of a BEIR corpus that ``eval`` keeps per encoder (BM25 only when ``encoder`` is
     None), built on first use: returns its name, folder, and whether it was reused as it was."""
     from .index import build_index
@@ -188,8 +196,9 @@ def cached_index(dataset: Path, index_dir: str | Path | None, model: str, encode
     name = eval_index_name(dataset, encoder)
     store = IndexStore(index_home(index_dir), name)
     before = store.current()
-    generation = build_index(dataset, name, index_dir, model, encoder=encoder, show_progress=show_progress,
-                             bm25=True, dense=encoder is not None)  # BM25 is cheap; hybrid reuses the index
+    dense = encoder is not None  # BM25 is cheap: always built, so that hybrid reuses the index
+    generation = build_index(dataset, name, index_dir, model, index_type if dense else None, encoder=encoder,
+                             show_progress=show_progress, bm25=True, dense=dense, on_disk=on_disk and dense)
     return name, store.folder, before is not None and generation == before  # the same generation: nothing built
 
 

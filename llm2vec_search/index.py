@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -101,6 +102,16 @@ def build_faiss(gen: Path, factory: str | None, memory_budget: int | None = None
                 seed: int = 0):
     """Stream the shards into a FAISS inner-product index (one shard in memory at a time);
     approximate ones are trained on a sample first."""
+    index, factory = trained_faiss(gen, factory, memory_budget, train_sample, seed)
+    for t in iter_shards(gen, ["vector"]):
+        index.add(shard_vectors(t))
+    return index, factory
+
+
+def trained_faiss(gen: Path, factory: str | None, memory_budget: int | None = None, train_sample: int = 100_000,
+                  seed: int = 0):
+    """The empty FAISS index for a generation's shards, trained on a sample where it needs training,
+    and its factory string (``None``: :func:`default_factory`)."""
     from .ondisk import sample_rows
 
     paths = shard_paths(gen)
@@ -112,9 +123,29 @@ def build_faiss(gen: Path, factory: str | None, memory_budget: int | None = None
     index = _faiss_index(dim, factory)
     if not index.is_trained:
         index.train(sample_rows((shard_vectors(t) for t in iter_shards(gen, ["vector"])), n, train_sample, seed))
-    for t in iter_shards(gen, ["vector"]):
-        index.add(shard_vectors(t))
     return index, factory
+
+
+def check_ondisk_type(index_type: str | None) -> None:
+    """``--on-disk`` builds an IVF: ``IVF<nlist>,<codec>``, or None for 4*sqrt(n) lists, Flat."""
+    if index_type is not None and not re.fullmatch(r"IVF\d+,\w+", index_type):
+        raise UsageError(f"an on-disk index is an IVF: --index-type IVF<nlist>,<codec> (e.g. IVF1024,Flat), "
+                         f"got {index_type!r}")
+
+
+def build_faiss_ondisk(gen: Path, index_type: str | None) -> FaissInfo:
+    """An on-disk IVF over the generation's shards in ``<gen>/ondisk``, one shard in memory at a time.
+
+    Trained exactly as the in-memory index of the same factory string (same sample, same k-means),
+    so that both give the same results at the same nprobe.
+    """
+    from .ondisk import ONDISK_DIR, build_ondisk, default_nlist
+
+    check_ondisk_type(index_type)
+    n = sum(pq.read_metadata(p).num_rows for p in shard_paths(gen))
+    trained, factory = trained_faiss(gen, index_type or f"IVF{default_nlist(n)},Flat")
+    build_ondisk((shard_vectors(t) for t in iter_shards(gen, ["vector"])), gen / ONDISK_DIR, trained)
+    return FaissInfo(factory, n, on_disk=True)
 
 
 # -- embedding shards --------------------------------------------------------------------------
@@ -275,6 +306,7 @@ class Plan:
     memory_budget: int | None = None
     bm25: bool = True
     updates: tuple = ()
+    on_disk: bool = False  # FAISS as an on-disk IVF (ondisk.py): the lists are memory-mapped
 
     @property
     def run_fp(self) -> str:
@@ -284,7 +316,8 @@ class Plan:
     def accepts(self, m: IndexManifest) -> bool:
         """Whether generation ``m`` already is what this plan makes."""
         return (m.fingerprint == self.run_fp and (m.bm25 or not self.bm25)
-                and (self.index_type is None or (m.faiss is not None and m.faiss.factory == self.index_type)))
+                and (self.index_type is None or (m.faiss is not None and m.faiss.factory == self.index_type))
+                and (m.faiss is None or m.faiss.on_disk == self.on_disk))
 
     def reuses(self, m: IndexManifest | None) -> bool:
         """Whether generation ``m`` holds vectors this plan's encoder and windows would make."""
@@ -361,11 +394,14 @@ def _finish(store: IndexStore, gen: Path, plan: Plan, timings: dict, engine: dic
     info = None
     if plan.encoder is not None:
         t1 = time.perf_counter()
-        index, factory = build_faiss(gen, plan.index_type, plan.memory_budget)
-        with atomic(gen / FAISS_FILE) as tmp:
-            faiss.write_index(index, str(tmp))
-        info = FaissInfo(factory, int(index.ntotal))
-        del index
+        if plan.on_disk:
+            info = build_faiss_ondisk(gen, plan.index_type)
+        else:
+            index, factory = build_faiss(gen, plan.index_type, plan.memory_budget)
+            with atomic(gen / FAISS_FILE) as tmp:
+                faiss.write_index(index, str(tmp))
+            info = FaissInfo(factory, int(index.ntotal))
+            del index
         timings["faiss_seconds"] = round(time.perf_counter() - t1, 2)
     chunks = write_lookups(gen)
     if chunks != (info.vectors if info else 0):
@@ -421,6 +457,7 @@ def build_index(
     engine: Engine | None = None,
     wait: bool = True,
     show_progress: bool = True,
+    on_disk: bool = False,
 ) -> Path:
     """Index ``corpus`` as ``<index_dir>/<name>`` and publish it; returns the generation's folder.
 
@@ -432,6 +469,10 @@ def build_index(
     when another writer holds the index.
     """
     t0 = time.perf_counter()
+    if on_disk:  # ``on_disk``: FAISS is an IVF whose lists stay on disk (see ondisk.py)
+        if not dense:
+            raise UsageError("an on-disk index holds vectors: it cannot be BM25-only")
+        check_ondisk_type(index_type)
     corpus = Path(corpus)
     name = check_name(name) if name is not None else safe_name(corpus.name if corpus.is_dir() else corpus.stem)
     store = IndexStore(index_home(index_dir), name)
@@ -443,7 +484,7 @@ def build_index(
 
         encoder = load_encoder(model, **(encoder_overrides or {}))
     if dense and index_type:
-        _faiss_index(encoder.dim, index_type)  # a bad factory string fails before anything is embedded
+        _faiss_index(encoder.dim, index_type)
 
     def write_docs(out: Path) -> None:
         if write_documents(read_corpus(corpus, fields, skip_invalid=skip_invalid), out) != (n_docs, corpus_fp):
@@ -451,6 +492,6 @@ def build_index(
 
     plan = Plan(name, CorpusInfo(str(corpus.resolve()), corpus_fp, n_docs, stats.empty, stats.invalid),
                 encoder_record(encoder, model) if dense else None, chunk if dense else None, write_docs,
-                index_type if dense else None, memory_budget, bm25 or not dense)
+                index_type if dense else None, memory_budget, bm25 or not dense, on_disk=on_disk)
     return run_pipeline(store, lambda current: plan, engine or InProcess(encoder), part=part, wait=wait,
                         show_progress=show_progress, t0=t0)

@@ -29,6 +29,7 @@ from .errors import IndexStateError, UsageError
 INDEX_FILE = "index.faiss"
 TRAINED_FILE = "trained.index"
 IVFDATA_FILE = "lists.ivfdata"
+ONDISK_DIR = "ondisk"  # in a generation's folder, for an index built with `l2v-search index --on-disk`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +151,7 @@ def build_from_shards(index_dir: str | Path, out: str | Path | None = None, cfg:
     from .store import iter_shards, shard_vectors
 
     index_dir = Path(index_dir)
-    out = Path(out) if out else index_dir / "ondisk"
+    out = Path(out) if out else index_dir / ONDISK_DIR
     n = sum(t.num_rows for t in iter_shards(index_dir))
     if n == 0:
         raise IndexStateError(f"{index_dir}: no embeddings to index")

@@ -62,7 +62,13 @@ class SearchIndex:
         self.folder, self.manifest, self.name = opened.path, opened.manifest, opened.manifest.name
         self.dense = self.manifest.dense
         try:
-            self.faiss = faiss.read_index(str(self.folder / FAISS_FILE)) if self.dense else None
+            self.faiss = None
+            if self.dense and self.manifest.faiss.on_disk:
+                from .ondisk import ONDISK_DIR, open_ondisk
+
+                self.faiss = open_ondisk(self.folder / ONDISK_DIR)  # lists memory-mapped, not read
+            elif self.dense:
+                self.faiss = faiss.read_index(str(self.folder / FAISS_FILE))
             self.lookups = Lookups(self.folder)
         except Exception as e:  # faiss/pyarrow raise many types for damaged files
             raise IndexStateError(f"index {self.name!r} is corrupt: {type(e).__name__}: {str(e)[:200]}") from None
@@ -176,19 +182,17 @@ class SearchIndex:
             out.append([self._hit(doc, score, chunk) for doc, score, chunk in ranked])
         return out
 
+    @property
+    def tunable(self) -> frozenset[str]:
+        """The search-time knobs this index's FAISS type takes: nprobe (IVF), ef_search (HNSW)."""
+        return frozenset(k for k in ("nprobe", "ef_search") if self.dense and _knob(self.faiss, k) is not None)
+
     def _dense(self, xq: np.ndarray, k: int, nprobe, ef_search) -> list[list[tuple[int, float, int]]]:
         """(document row, score, chunk row) of the best chunk of each of the top-k documents."""
-        import faiss
-
-        params = None
-        if nprobe is not None or ef_search is not None:
-            params = faiss.ParameterSpace()
-            for key, value in (("nprobe", nprobe), ("efSearch", ef_search)):
-                if value is not None:
-                    params.set_index_parameter(self.faiss, key, value)
+        params = search_params(self.faiss, nprobe, ef_search, self.manifest.faiss.factory)
         # Several chunks of one document may rank high: fetch more chunks than documents wanted.
         fetch = min(self.faiss.ntotal, k * 4 if self.chunked else k)
-        D, I = self.faiss.search(np.ascontiguousarray(xq, dtype=np.float32), fetch)  # (nq, fetch)
+        D, I = self.faiss.search(np.ascontiguousarray(xq, dtype=np.float32), fetch, params=params)  # (nq, fetch)
         results = []
         for scores, rows in zip(D.tolist(), I.tolist()):
             best: dict[int, tuple[float, int]] = {}
@@ -210,6 +214,42 @@ class SearchIndex:
                 content = f"{title} {text}".strip() if title else text
                 text = content[int(self.lookups.start[chunk_row]) : int(self.lookups.end[chunk_row])]
         return Hit(doc_id, float(score), title, text, chunk)
+
+
+def _knob(index, knob: str):
+    """The FAISS index inside ``index`` that takes ``knob`` (IVF for nprobe, HNSW for ef_search), or None."""
+    import faiss
+
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+    kind = faiss.IndexIVF if knob == "nprobe" else faiss.IndexHNSW
+    return inner if isinstance(inner, kind) else None
+
+
+def search_params(index, nprobe: int | None, ef_search: int | None, factory: str = "this"):
+    """Per-call FAISS search parameters: nothing shared is changed, so concurrent searches with
+    different values are safe (setting ``index.nprobe`` would leak into the next search)."""
+    import faiss
+
+    if nprobe is None and ef_search is None:
+        return None
+    params = None
+    for knob, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+        if value is None:
+            continue
+        if value < 1:
+            raise UsageError(f"{knob} must be positive, got {value}")
+        if _knob(index, knob) is None:
+            kind = "IVF" if knob == "nprobe" else "HNSW"
+            raise UsageError(f"{knob} applies to {kind} indexes; the index is {factory}")
+        if knob == "nprobe":
+            params = faiss.SearchParametersIVF()
+            params.nprobe = value
+        else:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = value
+    if isinstance(index, faiss.IndexPreTransform):
+        params = faiss.SearchParametersPreTransform(index_params=params)
+    return params
 
 
 def _check(queries: Sequence[str], k: int, mode: str) -> None:

@@ -288,6 +288,7 @@ class FaissInfo:
     factory: str
     vectors: int
     metric: str = "inner_product"
+    on_disk: bool = False  # an IVF whose lists stay on disk (<generation>/ondisk, see ondisk.py)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

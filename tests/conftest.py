@@ -101,6 +101,19 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     return exit_info.value.code, captured.out, captured.err
 
 
+def word_index(home: Path, encoder, name: str = "docs", n_docs: int = 30, seed: int = 0, **build) -> Path:
+    """Index ``n_docs`` documents of random words (a title word and 20 text words) as ``name``
+    under ``home`` with ``encoder``; returns ``home``."""
+    from llm2vec_search.index import build_index
+
+    rng = random.Random(seed)
+    corpus = home / f"{name}.jsonl"
+    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "title": rng.choice(WORDS),
+                                            "text": " ".join(rng.choices(WORDS, k=20))}) for i in range(n_docs)))
+    build_index(corpus, name, home, encoder=encoder, show_progress=False, **build)
+    return home
+
+
 def write_beir(folder, n_docs=40, n_queries=8, extra_qrels=(), queries_extra=()):
     rng = random.Random(0)
     (folder / "qrels").mkdir(parents=True)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import run_cli
 
@@ -81,6 +82,40 @@ def test_http_contract_on_a_real_server(server):
     assert [h["id"] for h in body["results"]][0] == "d2" and len(body["results"]) == 3
     assert httpx.post(f"{server}/search", json={"query": "x", "index": "nope"}).status_code == 404
     assert httpx.get(f"{server}/indexes").json()["indexes"][0]["documents"] == len(DOCS)
+
+
+def test_openai_client_embeddings_equal_encode(server, tiny_model_dir):
+    """The official `openai` client against the real server: float and base64 (its default) give
+    the vectors `l2v-search encode` prints for the same texts; its errors map to its exceptions."""
+    openai = pytest.importorskip("openai", reason="the openai client is not installed (dev extra)")
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="not-used", max_retries=0, timeout=120)
+    texts = ["a vaccine trains the immune system", "the cat sleeps in the house", "water"]
+    (model,) = [m.id for m in client.models.list().data]
+    as_float = client.embeddings.create(model=model, input=texts, encoding_format="float")
+    as_base64 = client.embeddings.create(model=model, input=texts)  # the client asks for base64 by default
+    encoded = subprocess.run([*CLI, "encode", *texts, "--model", str(tiny_model_dir), "--json"], capture_output=True,
+                             text=True, env=os.environ | {"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert encoded.returncode == 0, encoded.stderr
+    want = np.array(json.loads(encoded.stdout)["embeddings"])
+    for answer in (as_float, as_base64):
+        np.testing.assert_allclose([d.embedding for d in answer.data], want, atol=1e-6)
+    assert as_float.model == model and as_float.usage.prompt_tokens == 6 + 6 + 1
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="text-embedding-3-small", input="x")
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model=model, input=[[101, 2023]])
+
+
+def test_limits_on_a_real_server(server):
+    def chunks():
+        for _ in range(40):
+            yield b" " * 65536  # 2.5 MiB, no Content-Length
+
+    r = httpx.post(f"{server}/search", content=chunks(), headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 413
+    assert httpx.get(f"{server}/health", headers={"host": "attacker.example"}).status_code == 403
+    assert httpx.get(f"{server}/health", headers={"host": "localhost:1234"}).status_code == 200
+    assert "/" not in httpx.get(f"{server}/indexes").json()["indexes"][0]["encoder"]["name"]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`make test` installs it)")

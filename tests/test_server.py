@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import WORDS
+from conftest import WORDS, word_index
 
 fastapi = pytest.importorskip("fastapi", reason="the `serve` extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -17,12 +17,7 @@ from llm2vec_search.server import MicroBatcher, SearchService, ServeConfig, crea
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_encoder):
-    rng = random.Random(0)
-    home = tmp_path_factory.mktemp("serve")
-    corpus = home / "docs.jsonl"
-    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "title": rng.choice(WORDS),
-                                            "text": " ".join(rng.choices(WORDS, k=20))}) for i in range(30)))
-    build_index(corpus, "docs", home, encoder=tiny_encoder, show_progress=False)
+    home = word_index(tmp_path_factory.mktemp("serve"), tiny_encoder)
     svc = SearchService(None, home, ServeConfig(max_batch=8, window_ms=20))
     return svc
 

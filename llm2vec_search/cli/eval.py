@@ -66,6 +66,10 @@ def eval_cmd(
         help="Drop hits whose id equals the query id (BEIR's convention for ArguAna-like sets).")] = False,
     index_dir: Annotated[str | None, typer.Option(help="Where the cached evaluation indexes live.")] = None,
     out_dir: Annotated[str | None, typer.Option("--out", help="Write run.trec, per_query.json, metrics.json.")] = None,
+    index_type: Annotated[str | None, typer.Option(help="FAISS factory string of the cached index.")] = None,
+    on_disk: Annotated[bool, typer.Option("--on-disk", help="The cached index as an on-disk IVF.")] = False,
+    nprobe: Annotated[int | None, typer.Option(help="IVF lists visited per query.")] = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW search depth.")] = None,
     pooling: Pooling = None,
     causal: Causal = False,
     max_length: MaxLength = None,
@@ -90,7 +94,8 @@ def eval_cmd(
     result = evaluate_beir(dataset, split, model=model, mode=mode, fusion=make_fusion(fusion, alpha),
                            instruction=instruction, k=k,
                            ignore_identical_ids=ignore_identical_ids, index_dir=index_dir, out=out_dir,
-                           encoder_overrides=overrides)
+                           encoder_overrides=overrides, index_type=index_type, on_disk=on_disk, nprobe=nprobe,
+                           ef_search=ef_search)
     result.pop("per_query")
     d = result["dataset"]
     skipped = {key: d[key] for key in ("unknown_queries", "unknown_documents", "empty_queries") if d[key]}

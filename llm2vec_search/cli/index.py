@@ -53,6 +53,9 @@ def index_cmd(
     memory_budget_gb: Annotated[float | None, typer.Option("--memory-budget", help="GB for the vectors.")] = None,
     shard: Annotated[str | None, typer.Option("--shard", help="I/N: embed only this process's shards.")] = None,
     no_bm25: Annotated[bool, typer.Option("--no-bm25", help="Skip the BM25 index.")] = False,
+    on_disk: Annotated[bool, typer.Option("--on-disk", help="FAISS as an IVF whose lists stay on disk, memory-"
+                                          "mapped at query time (--index-type IVF<nlist>,<codec>; default lists "
+                                          "4*sqrt(n), Flat).")] = False,
     append: Annotated[bool, typer.Option("--append", help="Add new and changed documents to an existing index "
                                          "(by id and content hash; unchanged ones are skipped).")] = False,
     workers: Annotated[int | None, typer.Option(help="Encoder processes (local) or actors (ray).")] = None,
@@ -84,8 +87,8 @@ def index_cmd(
     if workers is not None or devices or engine != "local" or ray_address:  # see distributed.py
         from ..distributed import ScaleConfig, build_index_scaled, parse_devices
 
-        if shard is not None:
-            raise UsageError("--shard splits work by hand; it cannot be combined with --workers/--devices/--engine")
+        if shard is not None or on_disk:
+            raise UsageError("--shard and --on-disk cannot be combined with --workers/--devices/--engine")
         folder = build_index_scaled(path, name, index_dir, model, index_type, scale=ScaleConfig(
             engine, parse_devices(devices), workers, ray_address=ray_address),
             fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
@@ -94,7 +97,7 @@ def index_cmd(
         folder = build_index(path, name, index_dir, model, index_type,
                              fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
                              chunk=chunk, memory_budget=budget, bm25=not no_bm25, part=_parse_part(shard),
-                             wait=not no_wait)
+                             wait=not no_wait, on_disk=on_disk)
     manifest = IndexManifest.read(folder)
     if manifest is None:
         err.print(f"embedded shard part {shard}; run without --shard to finish the index")
@@ -102,9 +105,9 @@ def index_cmd(
     if json_:
         print_json(manifest.as_dict())
         return
-    c = manifest.corpus
+    c, fx = manifest.corpus, manifest.faiss
     err.print(f"[green]index {manifest.name!r}[/green] at {folder.parent}: {c.documents} documents, "
-              f"{manifest.faiss.vectors} vectors ({manifest.faiss.factory}), "
+              f"{fx.vectors} vectors ({fx.factory}{', on disk' if fx.on_disk else ''}), "
               f"{c.empty_skipped} empty and {c.invalid_skipped} invalid rows skipped, "
               f"{manifest.timings['total_seconds']:.0f}s ({folder.name})", highlight=False, soft_wrap=True)
 

@@ -19,8 +19,15 @@ def serve_cmd(
     max_batch: Annotated[int, typer.Option(help="Queries per encoder forward pass.")] = 32,
     batch_window_ms: Annotated[float, typer.Option(help="Wait for more queries this long.")] = 5.0,
     no_micro_batching: Annotated[bool, typer.Option("--no-micro-batching", help="One forward per request.")] = False,
+    max_queue: Annotated[int, typer.Option(help="Requests held at once (waiting or running); more get 503.")] = 64,
+    request_timeout: Annotated[float, typer.Option(help="Seconds before a request gets 504 (0: none).")] = 30.0,
+    nprobe: Annotated[int | None, typer.Option(help="IVF lists visited (default: the index's own).")] = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW search depth (default: the index's own).")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", help="Host header name to serve besides localhost, 127.0.0.1, [::1] (repeat).")] = None,
 ) -> None:
-    """Serve indexes over HTTP: POST /search, POST /search/batch, GET /indexes, GET /health, / (page).
+    """Serve indexes over HTTP: POST /search, POST /search/batch, POST /v1/embeddings (OpenAI-compatible),
+    GET /indexes, GET /health, / (page).
 
     Example: l2v-search serve --index scifact --port 8000
     """
@@ -32,6 +39,21 @@ def serve_cmd(
         raise UsageError("serving needs the `serve` extra: pip install 'llm2vec-search[serve]'") from None
     if max_batch < 1 or batch_window_ms < 0:
         raise UsageError("--max-batch must be >= 1 and --batch-window-ms >= 0")
-    service = SearchService(index, index_dir, ServeConfig(max_batch, batch_window_ms, not no_micro_batching))
+    if max_queue < 1 or request_timeout < 0 or (nprobe is not None and nprobe < 1) or (
+            ef_search is not None and ef_search < 1):
+        raise UsageError("--max-queue, --nprobe and --ef-search must be >= 1 and --request-timeout >= 0")
+    config = ServeConfig(max_batch, batch_window_ms, not no_micro_batching, max_queue, request_timeout or None,
+                         nprobe, ef_search, allowed_hosts(host, allowed_host or []))
+    service = SearchService(index, index_dir, config)
     err.print(f"serving {', '.join(service.indexes)} on http://{host}:{port}")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
+
+
+def allowed_hosts(bind: str, extra: list[str]) -> tuple[str, ...] | None:
+    """Host header names served: on loopback, the loopback names and ``extra`` (a page elsewhere
+    cannot reach us through DNS rebinding); bound elsewhere, ``extra`` if given, else any."""
+    from ..server import LOOPBACK_HOSTS
+
+    if bind in ("127.0.0.1", "localhost", "::1") or bind.startswith("127."):
+        return (*LOOPBACK_HOSTS, *extra)
+    return tuple(extra) or None

@@ -1,0 +1,76 @@
+"""Where a lone served dense query spends its time: the same query measured at each layer, in one
+process, after warm-up (median of ``--repeat`` runs each).
+
+    forward      the model forward alone on the tokenized query (instruction included)
+    encode       Encoder.encode_queries: tokenize, collate, forward, pool, normalize
+    search       SearchService.search (dense): validation, generation check, batcher hand-off,
+                 encode in a worker thread, FAISS and lookups in another
+    http         POST /search through the ASGI app in process (no sockets): + Guard, FastAPI
+                 validation and JSON
+
+    .venv/bin/python benchmarks/served_path.py --index scifact --index-dir indexes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+from llm2vec_search.server import SearchService, ServeConfig, create_app
+
+
+def timed(fn, repeat: int) -> float:
+    fn()
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t)
+    return 1000 * statistics.median(runs)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--index", required=True)
+    p.add_argument("--index-dir")
+    p.add_argument("--queries", type=Path, default=Path("/work/shared/data/scifact/queries.jsonl"))
+    p.add_argument("--repeat", type=int, default=20)
+    a = p.parse_args()
+    query = json.loads(a.queries.read_text().splitlines()[0])["text"]
+    svc = SearchService([a.index], a.index_dir, ServeConfig())
+    idx = svc.index(None)
+    enc = svc.encoders[idx.encoder_fingerprint]
+    instruction = enc.config.query_instruction
+    batch = next(enc.batches([query], instruction or None))
+    app = create_app(svc)
+    loop = asyncio.new_event_loop()
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
+
+    def forward():
+        with torch.inference_mode():
+            enc.forward(batch)
+
+    rows = {
+        "forward": timed(forward, a.repeat),
+        "encode": timed(lambda: enc.encode_queries([query]), a.repeat),
+        "search": timed(lambda: loop.run_until_complete(svc.search(None, [query], 10, None, "dense")), a.repeat),
+        "http": timed(lambda: loop.run_until_complete(client.post("/search", json={"query": query, "mode": "dense"})),
+                      a.repeat),
+    }
+    print(f"query: {query!r}; {batch.input_ids.shape[1]} tokens with the instruction; torch threads "
+          f"{torch.get_num_threads()}, {enc.dtype}")
+    last = 0.0
+    for name, ms in rows.items():
+        print(f"{name:<8} {ms:7.1f} ms  (+{ms - last:5.1f})")
+        last = ms
+
+
+if __name__ == "__main__":
+    main()
