@@ -19,10 +19,10 @@ from typing import Any
 import torch
 
 from ..bidirectional import set_bidirectional
-from ..encoder import Encoder, EncoderConfig, cpu_has_fast_bf16, load_model_and_tokenizer, select_device
+from ..encoder import Encoder, EncoderConfig
 from ..errors import UsageError
 from ..manifest import fingerprint
-from ..models import resolve
+from ..models import cpu_has_fast_bf16, load_model_and_tokenizer, resolve, select_device
 from . import common
 from .losses import InfoNCE, cached_contrastive_backward
 from .mntp import lr_lambda

@@ -18,10 +18,9 @@ import numpy as np
 import torch
 
 from ..bidirectional import set_bidirectional
-from ..encoder import cpu_has_fast_bf16, load_model_and_tokenizer, select_device
 from ..errors import UsageError
 from ..manifest import fingerprint
-from ..models import resolve
+from ..models import cpu_has_fast_bf16, load_model_and_tokenizer, resolve, select_device
 from . import common
 from .progress import TrainProgress
 
