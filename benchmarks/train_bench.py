@@ -25,8 +25,8 @@ def run_variant(stage: str, params_kind: str, bf16: bool, steps: int, batch: int
     import torch
 
     from llm2vec_search.bidirectional import set_bidirectional
-    from llm2vec_search.encoder import Encoder, EncoderConfig, load_model_and_tokenizer
-    from llm2vec_search.models import resolve
+    from llm2vec_search.encoder import Encoder, EncoderConfig
+    from llm2vec_search.models import load_model_and_tokenizer, resolve
     from llm2vec_search.train import common
     from llm2vec_search.train.losses import InfoNCE, cached_contrastive_backward
     from llm2vec_search.train.mntp import mask_tokens, mntp_loss

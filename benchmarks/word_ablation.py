@@ -71,8 +71,8 @@ def run_cli(task: str, options: list[str], args) -> dict:
 
 def run_minilm(task: str, args) -> dict:
     """all-MiniLM-L6-v2 (BERT) wrapped in this project's Encoder: the same tokens, windows and probe."""
-    from llm2vec_search.encoder import Encoder, EncoderConfig, load_model_and_tokenizer
-    from llm2vec_search.models import ModelSource
+    from llm2vec_search.encoder import Encoder, EncoderConfig
+    from llm2vec_search.models import ModelSource, load_model_and_tokenizer
     from llm2vec_search.probe import evaluate_words
 
     t0 = time.perf_counter()

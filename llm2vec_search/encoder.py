@@ -10,11 +10,9 @@ count under a padded-token budget, which removes almost all padding work.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -22,14 +20,23 @@ import numpy as np
 import torch
 
 from .bidirectional import set_bidirectional
-from .errors import ModelError, UsageError
+from .errors import UsageError
 from .manifest import fingerprint
-from .models import DEFAULT_ENCODER, ModelSource, resolve
+from .models import (  # noqa: F401 (cpu_has_fast_bf16, quiet_peft: re-exported for older imports)
+    DEFAULT_ENCODER,
+    DTYPE_NAMES,
+    ModelSource,
+    cpu_has_fast_bf16,
+    load_model_and_tokenizer,
+    quiet_peft,
+    resolve,
+    select_device,
+    select_dtype,
+)
 from .pooling import POOLING_MODES, pool
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,89 +59,12 @@ class EncoderConfig:
     def __post_init__(self):
         if self.pooling not in POOLING_MODES:
             raise UsageError(f"unknown pooling {self.pooling!r}; valid pooling modes are: {', '.join(POOLING_MODES)}")
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise UsageError(f"unknown dtype {self.dtype!r}; valid: auto, {', '.join(DTYPES)}")
+        if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
+            raise UsageError(f"unknown dtype {self.dtype!r}; valid: auto, {', '.join(DTYPE_NAMES)}")
         if self.max_length < 8:
             raise UsageError(f"max_length must be at least 8 tokens, got {self.max_length}")
         if self.batch_tokens is not None and self.batch_tokens < self.max_length:
             raise UsageError(f"batch_tokens ({self.batch_tokens}) must be >= max_length ({self.max_length})")
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), "").split()[2:]
-    except OSError:
-        return []
-
-
-def _matmul_rate(dtype: torch.dtype, reps: int = 6) -> float:
-    """Multiply-adds per second of a matmul shaped like one of SmolLM2's MLP projections."""
-    import time
-
-    a, b = torch.randn(512, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
-    a @ b  # warm-up: oneDNN picks and caches its kernel
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 512 * 576 * 1536 / best
-
-
-@functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """Whether bf16 matmuls beat fp32 on this CPU, measured once per machine and cached.
-
-    The flags alone mislead: with AMX bf16 runs ~4x faster than fp32, but a CPU with AVX-512
-    bf16 and no AMX (or AMX hidden by a hypervisor) was measured here running bf16 matmuls at
-    0.55x of fp32. So a CPU without bf16 instructions gets fp32, and one with them is measured
-    (~50 ms) and the answer kept in ``$L2V_SEARCH_HOME/cpu.json`` keyed by its model and flags.
-    """
-    flags = _cpu_flags()
-    if "amx_bf16" not in flags and "avx512_bf16" not in flags:
-        return False
-    from .manifest import fingerprint, read_json, write_json_atomic
-    from .models import home
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        model = ""
-    key = fingerprint([model, sorted(flags), torch.__version__, torch.get_num_threads()])
-    cache = home() / "cpu.json"
-    try:
-        known = read_json(cache)
-    except (OSError, ValueError):
-        known = {}
-    if key in known:
-        return bool(known[key]["bf16_fast"])
-    ratio = _matmul_rate(torch.bfloat16) / _matmul_rate(torch.float32)
-    with contextlib.suppress(OSError):
-        write_json_atomic(cache, {**known, key: {"cpu": model, "bf16_over_fp32": round(ratio, 2),
-                                                 "bf16_fast": ratio > 1.15}})
-    return ratio > 1.15
-
-
-def select_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise UsageError(f"invalid device {device!r}: {e}") from None
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise UsageError(f"device {device!r} does not exist here ({torch.cuda.device_count()} CUDA devices)")
-    return dev
-
-
-def select_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype != "auto":
-        return DTYPES[dtype]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else torch.float32
 
 
 @dataclasses.dataclass
@@ -364,81 +294,6 @@ def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
         if full[start : start + len(plain)] == plain:
             return list(full[:start]), list(full[start + len(plain) :])
     return [], []
-
-
-def load_model_and_tokenizer(
-    source: ModelSource,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-    attn_implementation: str | None = None,
-    trust_remote_code: bool = False,
-    causal_lm: bool = False,
-    config_overrides: dict[str, Any] | None = None,
-):
-    """Load the base weights, merge the source's adapters in fp32, then cast and move.
-
-    ``config_overrides`` set config fields before the model is built (e.g. ``attention_dropout``,
-    which attention modules read once at construction).
-    """
-    import transformers
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()  # our own progress goes to stderr
-    cls = AutoModelForCausalLM if causal_lm else AutoModel
-    kw: dict[str, Any] = dict(use_safetensors=True, trust_remote_code=trust_remote_code, dtype=torch.float32)
-    if attn_implementation:
-        kw["attn_implementation"] = attn_implementation
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.base_dir, trust_remote_code=trust_remote_code)
-        if config_overrides:
-            config = AutoConfig.from_pretrained(source.base_dir, trust_remote_code=trust_remote_code)
-            for key, value in config_overrides.items():
-                setattr(config.get_text_config(), key, value)
-            kw["config"] = config
-        model = cls.from_pretrained(source.base_dir, **kw)
-    except Exception as e:  # transformers/safetensors raise many types for bad files
-        if isinstance(e, ModelError):
-            raise
-        raise ModelError(f"cannot load {source.base_dir}: {_first_line(e)}") from None
-    if source.adapters:
-        model = merge_adapters(model, source.adapters, into=model.model if causal_lm else model)
-    return model.to(device=device, dtype=dtype), tokenizer
-
-
-def merge_adapters(model, adapters, into=None):
-    """Merge LoRA adapters (trained on the base model, without LM head) into ``into``, in order."""
-    from peft import PeftModel
-
-    target = model if into is None else into
-    for a in adapters:
-        try:
-            with quiet_peft():
-                merged = PeftModel.from_pretrained(target, str(a)).merge_and_unload()
-        except Exception as e:  # peft/safetensors raise many types for bad files
-            raise ModelError(f"cannot load adapter {a}: {_first_line(e)}") from None
-        if into is None:
-            target = model = merged
-        else:
-            target = merged
-    if into is not None and hasattr(model, "model"):
-        model.model = target
-    return model
-
-
-@contextlib.contextmanager
-def quiet_peft():
-    """Silence the FutureWarning transformers raises each time peft wraps a model (peft reads the
-    deprecated ``is_gradient_checkpointing``): users of ``query`` would otherwise see it per adapter."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        yield
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
 
 
 def load_encoder(spec: str = DEFAULT_ENCODER, **overrides: Any) -> Encoder:

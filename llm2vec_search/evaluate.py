@@ -28,6 +28,7 @@ from .instructions import instruction_for
 from .manifest import library_versions, write_json_atomic, write_text_atomic
 from .metrics import METRICS, run_from_rankings, score_run
 from .models import DEFAULT_ENCODER
+from .runs import trec_lines
 
 __all__ = ["BeirSplit", "METRICS", "evaluate_beir", "load_beir", "score_run"]
 MODES = ("dense", "bm25", "hybrid")
@@ -205,10 +206,7 @@ def cached_index(dataset: Path, index_dir: str | Path | None, model: str, encode
 def _write_outputs(out: Path, result: dict, run: dict[str, list[tuple[str, float]]], per_query: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).unlink(missing_ok=True)  # its presence marks a complete run: gone while rewriting
-    tag = f"l2v-{result['mode']}"
-    lines = [f"{qid} Q0 {doc} {rank} {score:.6f} {tag}" for qid, docs in run.items()
-             for rank, (doc, score) in enumerate(docs, 1)]
-    write_text_atomic(out / RUN_FILE, "\n".join(lines) + "\n")
+    write_text_atomic(out / RUN_FILE, "\n".join(trec_lines(run.items(), f"l2v-{result['mode']}")) + "\n")
     write_json_atomic(out / PER_QUERY_FILE, per_query)
     write_json_atomic(out / METRICS_FILE, result)  # last
 

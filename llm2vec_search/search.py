@@ -55,26 +55,20 @@ class SearchIndex:
     :meth:`is_current` says whether a newer one is out.
     """
 
-    def __init__(self, store: IndexStore, opened: Opened):
-        import faiss
-
+    def __init__(self, store: IndexStore, opened: Opened, vectors: bool = True):
         self.store, self._hold = store, opened.hold
         self.folder, self.manifest, self.name = opened.path, opened.manifest, opened.manifest.name
         self.dense = self.manifest.dense
+        self._faiss = None
         try:
-            self.faiss = None
-            if self.dense and self.manifest.faiss.on_disk:
-                from .ondisk import ONDISK_DIR, open_ondisk
-
-                self.faiss = open_ondisk(self.folder / ONDISK_DIR)  # lists memory-mapped, not read
-            elif self.dense:
-                self.faiss = faiss.read_index(str(self.folder / FAISS_FILE))
             self.lookups = Lookups(self.folder)
-        except Exception as e:  # faiss/pyarrow raise many types for damaged files
+        except Exception as e:  # pyarrow raises many types for damaged files
             raise IndexStateError(f"index {self.name!r} is corrupt: {type(e).__name__}: {str(e)[:200]}") from None
-        vectors = self.faiss.ntotal if self.dense else 0
-        if self.lookups.chunks != vectors or self.lookups.documents != self.manifest.corpus.documents:
-            raise IndexStateError(f"index {self.name!r} is inconsistent: {vectors} vectors for "
+        if self.dense and vectors:
+            self._faiss = self._read_faiss()
+        n_vectors = (self.faiss.ntotal if vectors else self.manifest.faiss.vectors) if self.dense else 0
+        if self.lookups.chunks != n_vectors or self.lookups.documents != self.manifest.corpus.documents:
+            raise IndexStateError(f"index {self.name!r} is inconsistent: {n_vectors} vectors for "
                                   f"{self.lookups.chunks} chunks, {self.lookups.documents} documents for "
                                   f"{self.manifest.corpus.documents} in the manifest; rebuild it")
         self.chunked = self.lookups.chunks > self.lookups.documents  # long documents were split
@@ -82,11 +76,33 @@ class SearchIndex:
         self._encoder = None
 
     @classmethod
-    def open(cls, name: str | None = None, index_dir: str | Path | None = None) -> SearchIndex:
-        """The published generation of index ``name`` (the only index, for None)."""
+    def open(cls, name: str | None = None, index_dir: str | Path | None = None, *,
+             vectors: bool = True) -> SearchIndex:
+        """The published generation of index ``name`` (the only index, for None). With ``vectors``
+        False, FAISS (and the faiss library) is read at the first dense search, not here: a BM25
+        query does not wait for it."""
         home = index_home(index_dir)
         store = IndexStore(home, resolve_index_name(name, home))
-        return cls(store, store.open())
+        return cls(store, store.open(), vectors)
+
+    @property
+    def faiss(self):
+        """The FAISS index of the vectors (read on first use when opened without ``vectors``)."""
+        if self._faiss is None and self.dense:
+            self._faiss = self._read_faiss()
+        return self._faiss
+
+    def _read_faiss(self):
+        import faiss
+
+        try:
+            if self.manifest.faiss.on_disk:
+                from .ondisk import ONDISK_DIR, open_ondisk
+
+                return open_ondisk(self.folder / ONDISK_DIR)  # lists memory-mapped, not read
+            return faiss.read_index(str(self.folder / FAISS_FILE))
+        except Exception as e:  # faiss raises many types for damaged files
+            raise IndexStateError(f"index {self.name!r} is corrupt: {type(e).__name__}: {str(e)[:200]}") from None
 
     def is_current(self) -> bool:
         """False once a writer has published a newer generation of this index."""

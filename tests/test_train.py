@@ -269,8 +269,7 @@ def test_beir_pairs_with_bm25_and_encoder_negatives(tmp_path, tiny_model_dir):
 
 
 def test_warm_start_loads_the_adapter_and_refuses_another_shape(tiny_model_dir, tmp_path):
-    from llm2vec_search.encoder import load_model_and_tokenizer
-    from llm2vec_search.models import resolve
+    from llm2vec_search.models import load_model_and_tokenizer, resolve
     from llm2vec_search.train.common import LoraConfig, add_lora, load_adapter_weights
 
     def fresh(cfg=LoraConfig()):
@@ -294,8 +293,7 @@ def test_warm_start_loads_the_adapter_and_refuses_another_shape(tiny_model_dir, 
 
 
 def test_wrapping_and_merging_adapters_prints_no_warnings(tiny_model_dir, tmp_path):
-    from llm2vec_search.encoder import load_model_and_tokenizer, merge_adapters
-    from llm2vec_search.models import resolve
+    from llm2vec_search.models import load_model_and_tokenizer, merge_adapters, resolve
     from llm2vec_search.train.common import LoraConfig, add_lora
 
     def base():

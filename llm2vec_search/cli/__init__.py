@@ -30,6 +30,7 @@ out = Console()  # results for people (tables)
 from . import encode  # noqa: E402,F401
 from . import train  # noqa: E402,F401
 from . import index  # noqa: E402,F401
+from . import query  # noqa: E402,F401
 from . import eval  # noqa: E402,F401
 from . import serve  # noqa: E402,F401
 

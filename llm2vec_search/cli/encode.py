@@ -19,15 +19,7 @@ def models_cmd(json_: Json = False) -> None:
 
     Example: l2v-search models --json
     """
-    rows = [
-        {"name": a.name, "kind": "base", "description": a.description, "terms": a.terms}
-        for a in models.BASE_ALIASES.values()
-    ]
-    for name, path in models.packaged_encoders().items():
-        manifest = models.read_json(path / "manifest.json")
-        rows.append({"name": name, "kind": "encoder", "description": f"LLM2Vec encoder on {manifest['base_model']} "
-                     f"({' + '.join(manifest['adapters'])})", "default": name == models.DEFAULT_ENCODER})
-    cached = models.cached_models()
+    rows, cached = models.aliases(), models.cached_models()
     if json_:
         print_json({"aliases": rows, "cached": cached, "cache_dir": str(models.home())})
         return

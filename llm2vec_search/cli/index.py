@@ -1,8 +1,7 @@
-"""``l2v-search index``, ``l2v-search query`` and ``l2v-search indexes``."""
+"""``l2v-search index``, ``l2v-search remove`` and ``l2v-search indexes``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from . import app, err, out
-from .options import DEFAULT_MODEL, Alpha, FusionMethod, Json, Mode, Model, make_fusion, print_json
+from .options import DEFAULT_MODEL, Json, Model, print_json
 
 IndexDir = Annotated[
     str | None, typer.Option("--index-dir", help="Index home (default $L2V_SEARCH_INDEX_DIR or ./indexes).")
@@ -165,107 +164,6 @@ def remove_cmd(
         raise UsageError("give document ids to remove (arguments or --ids-file)")
     folder, stats = remove_documents(wanted, resolve_index_name(index, index_dir), index_dir, wait=not no_wait)
     _report_update(folder, stats, json_)
-
-
-@app.command("query")
-def query_cmd(
-    text: Annotated[str | None, typer.Argument(help="The query.")] = None,
-    index: Annotated[str | None, typer.Option("--index", help="Index name (optional with one index).")] = None,
-    index_dir: IndexDir = None,
-    k: Annotated[int, typer.Option("-k", "--k", help="Results to return.")] = 10,
-    instruction: Annotated[str | None, typer.Option("--instruction", "-i", help="Query instruction.")] = None,
-    mode: Mode = None,
-    fusion: FusionMethod = None,
-    alpha: Alpha = None,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    queries: Annotated[str | None, typer.Option("--queries", help="Batch: JSONL or TSV of id and text.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Batch output: jsonl | trec.")] = "jsonl",
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Batch output file (default stdout).")] = None,
-    json_: Json = False,
-) -> None:
-    """Search an index with the encoder it was built with.
-
-    Example: l2v-search query "How do vaccines work?" --index demo -k 5
-    """
-    from ..search import SearchIndex
-
-    if (text is None) == (queries is None):
-        raise UsageError("give a query TEXT or --queries FILE (not both)")
-    if k <= 0:
-        raise UsageError(f"-k must be positive, got {k}")
-    fuse_with = make_fusion(fusion, alpha)
-    idx = SearchIndex.open(index, index_dir)
-    mode = idx.resolve_mode(mode)
-    if queries is not None:
-        _batch(idx, queries, k, instruction, mode, fuse_with, nprobe, ef_search, fmt, output)
-        return
-    hits = idx.search([text], k, instruction=instruction, mode=mode, fusion=fuse_with, nprobe=nprobe,
-                      ef_search=ef_search)[0]
-    if json_:
-        print_json({"index": idx.name, "query": text, "mode": mode,
-                    "fusion": fuse_with.describe() if mode == "hybrid" else None,
-                    "results": [h.to_dict() for h in hits]})
-        return
-    table = Table("#", "score", "id", "title", "snippet", title=f"{idx.name} ({mode}): {text}", show_lines=True)
-    for rank, h in enumerate(hits, 1):
-        snippet = " ".join(h.text.split())[:220] + ("…" if len(h.text) > 220 else "")
-        table.add_row(str(rank), f"{h.score:.4f}", h.id, h.title[:60], snippet)
-    out.print(table)
-
-
-def read_queries(path: str) -> list[tuple[str, str]]:
-    """Queries from JSONL ({"_id"|"id", "text"}) or TSV (id<TAB>text)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"queries file not found: {p}")
-    rows = []
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UsageError(f"{p}: not valid UTF-8") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if p.suffix in (".jsonl", ".json"):
-            try:
-                row = json.loads(line)
-                rows.append((str(row.get("_id", row.get("id"))), row["text"]))
-            except (ValueError, KeyError, AttributeError):
-                raise UsageError(f"{p}:{n}: expected a JSON object with id/_id and text") from None
-        else:
-            parts = line.split("\t")
-            if len(parts) < 2:
-                raise UsageError(f"{p}:{n}: expected id<TAB>text")
-            rows.append((parts[0], parts[1]))
-    if not rows:
-        raise UsageError(f"{p} holds no queries")
-    return rows
-
-
-def _batch(idx, path, k, instruction, mode, fusion, nprobe, ef_search, fmt, output) -> None:
-    import sys
-
-    if fmt not in ("jsonl", "trec"):
-        raise UsageError(f"unknown --format {fmt!r}; valid: jsonl, trec")
-    rows = read_queries(path)
-    results = idx.search([t for _, t in rows], k, instruction=instruction, mode=mode, fusion=fusion, nprobe=nprobe,
-                         ef_search=ef_search)
-    lines = []
-    for (qid, qtext), hits in zip(rows, results):
-        if fmt == "trec":
-            lines += [f"{qid} Q0 {h.id} {r} {h.score:.6f} l2v-search" for r, h in enumerate(hits, 1)]
-        else:
-            lines.append(json.dumps({"id": qid, "query": qtext, "results": [h.to_dict() for h in hits]},
-                                    ensure_ascii=False))
-    text = "\n".join(lines) + "\n"
-    if output is None:
-        sys.stdout.write(text)
-        return
-    from ..manifest import write_text_atomic
-
-    write_text_atomic(output, text)
-    err.print(f"{len(rows)} queries -> {output}")
 
 
 @app.command("indexes")

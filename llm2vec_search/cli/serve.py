@@ -46,7 +46,18 @@ def serve_cmd(
                          nprobe, ef_search, allowed_hosts(host, allowed_host or []))
     service = SearchService(index, index_dir, config)
     err.print(f"serving {', '.join(service.indexes)} on http://{host}:{port}")
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
+    from .. import serve_record
+    from ..store import index_home
+
+    # A record in the index home lets `l2v-search query` find this server (removed on a clean exit).
+    local = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    record = serve_record.write(index_home(index_dir), f"http://{local}:{port}", list(service.indexes))
+    app = create_app(service)
+    app.add_event_handler("shutdown", lambda: serve_record.remove(record))  # uvicorn re-raises SIGTERM after it
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
+    finally:
+        serve_record.remove(record)
 
 
 def allowed_hosts(bind: str, extra: list[str]) -> tuple[str, ...] | None:

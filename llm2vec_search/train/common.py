@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..encoder import quiet_peft
 from ..errors import UsageError
 from ..manifest import library_versions, read_json, sha256_file, write_json_atomic
-from ..models import ENCODER_MANIFEST_KIND
+from ..models import ENCODER_MANIFEST_KIND, quiet_peft
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
