@@ -105,7 +105,8 @@ def word_vectors(
     cache when there; returns the vectors and what was reused: ``{key, shards, reused_shards, ...}``."""
     import pyarrow.parquet as pq
 
-    from .embed import EmbedProgress, shard_is_done, shard_vectors, write_shard
+    from .embed import EmbedProgress
+    from .store import shard_is_done, shard_vectors, write_shard
     from .tokens import resolve_layer
 
     key = vectors_key(encoder, layer, word_pooling, sentences)

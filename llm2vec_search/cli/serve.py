@@ -53,7 +53,9 @@ def serve_cmd(
     local = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
     record = serve_record.write(index_home(index_dir), f"http://{local}:{port}", list(service.indexes))
     app = create_app(service)
-    app.add_event_handler("shutdown", lambda: serve_record.remove(record))  # uvicorn re-raises SIGTERM after it
+    # uvicorn re-raises SIGTERM after shutting down, so the `finally` below may not run: remove it on shutdown.
+    inner = getattr(app, "app", app)  # the FastAPI app behind server.Guard
+    inner.on_event("shutdown")(lambda: serve_record.remove(record))  # as server.py registers its own
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
     finally:
