@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .corpus import Fields
-from .embed import ChunkConfig, embed_chunks
+from .embed import ChunkConfig
 from .errors import L2VError, UsageError
 from .index import ShardJob, build_index
 from .models import DEFAULT_ENCODER
@@ -142,9 +142,8 @@ def _worker(job: ShardJob, model: str, overrides: dict[str, Any], shards: list[i
     from .encoder import load_encoder
 
     encoder = load_encoder(model, **overrides)
-    for s in job.pending(shards):
-        fresh = job.fresh(s)
-        job.write(s, embed_chunks(encoder, fresh, job.chunk) if fresh.num_rows else None)
+    for _ in job.embed(encoder, job.pending(shards)):
+        pass
     return encoder.stats.tokens
 
 

@@ -22,7 +22,7 @@ import dataclasses
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,6 +64,7 @@ from .store import (
 )
 
 FLAT_LIMIT = 200_000  # exact search below this many vectors
+ENCODE_GROUP_DOCS = 2048  # fresh documents encoded together: enough to sort by length and fill batches
 
 
 def sample_dataset() -> Path:
@@ -234,6 +235,22 @@ class ShardJob:
             docs = docs.take(pa.array(keep, pa.int64()))
         return docs.select(["id", "title", "text"])
 
+    def embed(self, encoder, shards: list[int], progress=None) -> Iterator[tuple[int, int, int]]:
+        """Embed and write ``shards``, yielding (shard, documents embedded, documents reused) as
+        each is written. Consecutive shards are encoded together, up to :data:`ENCODE_GROUP_DOCS`
+        fresh documents at a time, so that the encoder sorts enough texts by length to fill its
+        batches (one small shard at a time pads more and leaves a part-full batch per shard)."""
+        group: list[tuple[int, pa.Table]] = []
+        for i, s in enumerate(shards):
+            group.append((s, self.fresh(s)))
+            if i + 1 < len(shards) and sum(t.num_rows for _, t in group) < ENCODE_GROUP_DOCS:
+                continue
+            fresh = pa.concat_tables([t for _, t in group])
+            embedded = embed_chunks(encoder, fresh, self.chunk, progress=progress) if fresh.num_rows else None
+            for s_, rows in _split_rows(embedded, group):
+                yield (s_, *self.write(s_, rows))
+            group = []
+
     def write(self, s: int, embedded: pa.Table | None) -> tuple[int, int]:
         """Write shard ``s`` from ``embedded`` (the chunk rows of :meth:`fresh`) and the previous
         vectors of its other documents. Returns (documents embedded, documents reused)."""
@@ -253,6 +270,20 @@ class ShardJob:
             table = pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
         write_shard(table, shard_path(self.gen, s), self.run_fp)
         return n_fresh, docs.num_rows - n_fresh
+
+
+def _split_rows(embedded: pa.Table | None, group: list[tuple[int, pa.Table]]):
+    """(shard, its chunk rows or None) for each shard of ``group``, cut from ``embedded``: the chunk
+    rows of the group's fresh documents in order, each document's rows contiguous and non-empty."""
+    ids = [] if embedded is None else embedded.column("id").to_pylist()
+    start = 0
+    for s, fresh in group:
+        end, docs = start, 0
+        while docs < fresh.num_rows:
+            end += 1
+            docs += end == len(ids) or ids[end] != ids[end - 1]
+        yield s, (embedded.slice(start, end - start) if end > start else None)
+        start = end
 
 
 class Engine(Protocol):
@@ -275,15 +306,13 @@ class InProcess:
     def embed(self, job: ShardJob, shards: list[int], show_progress: bool) -> dict[str, int]:
         tokens = 0
         with EmbedProgress(sum(job.documents(s).num_rows for s in shards), show_progress) as bar:
-            for s in shards:
-                fresh, embedded = job.fresh(s), None
-                if fresh.num_rows:
-                    if self.encoder is None:
-                        self.encoder = self.load()
-                    before = self.encoder.stats.tokens
-                    embedded = embed_chunks(self.encoder, fresh, job.chunk, progress=bar.advance)
-                    tokens += self.encoder.stats.tokens - before
-                bar.advance(sum(job.write(s, embedded)), 0)
+            if self.encoder is None and any(job.fresh(s).num_rows for s in shards):
+                self.encoder = self.load()
+            before = self.encoder.stats.tokens if self.encoder is not None else 0
+            for _, n_fresh, n_reused in job.embed(self.encoder, shards, progress=bar.advance):
+                bar.advance(n_fresh + n_reused, 0)
+            if self.encoder is not None:
+                tokens = self.encoder.stats.tokens - before
         return {"tokens": tokens}
 
     def describe(self) -> dict[str, Any]:

@@ -90,6 +90,7 @@ def test_a_toy_encoder_passes_through_the_search_seam(corpus, tmp_path, tiny_enc
 
 
 def test_interrupted_indexing_resumes_to_the_same_result(corpus, tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setattr(pipeline, "ENCODE_GROUP_DOCS", 16)  # one shard per encoder call
     whole = _build(corpus, tmp_path / "a", tiny_encoder)
     real = pipeline.embed_chunks
     calls = []
@@ -114,6 +115,28 @@ def test_interrupted_indexing_resumes_to_the_same_result(corpus, tmp_path, tiny_
         assert ta.column("id").to_pylist() == tb.column("id").to_pylist()
         assert ta.column("chunk").to_pylist() == tb.column("chunk").to_pylist()
         np.testing.assert_array_equal(shard_vectors(ta), shard_vectors(tb))
+
+
+@pytest.mark.parametrize("group", [1, 5, 16, 23, 10_000])
+def test_shards_encoded_together_are_cut_back_into_the_same_shards(corpus, tmp_path, tiny_encoder, monkeypatch,
+                                                                     group):
+    one_by_one = _build(corpus, tmp_path / "a", tiny_encoder, chunk=ChunkConfig(max_tokens=48, overlap=8,
+                                                                                  docs_per_shard=7))
+    monkeypatch.setattr(pipeline, "ENCODE_GROUP_DOCS", group)
+    calls = []
+    real = pipeline.embed_chunks
+    monkeypatch.setattr(pipeline, "embed_chunks", lambda enc, docs, *a, **kw: calls.append(docs.num_rows)
+                        or real(enc, docs, *a, **kw))
+    grouped = _build(corpus, tmp_path / "b", tiny_encoder, chunk=ChunkConfig(max_tokens=48, overlap=8,
+                                                                              docs_per_shard=7))
+    assert sum(calls) == 60 and all(n >= min(group, 7) for n in calls[:-1])
+    assert len(calls) == (9 if group <= 7 else -(-60 // (-(-group // 7) * 7)))
+    pairs = list(zip(iter_shards(one_by_one), iter_shards(grouped), strict=True))
+    assert len(pairs) == 9
+    for ta, tb in pairs:
+        assert ta.column("id").to_pylist() == tb.column("id").to_pylist()
+        assert ta.column("chunk").to_pylist() == tb.column("chunk").to_pylist()
+        np.testing.assert_allclose(shard_vectors(ta), shard_vectors(tb), atol=1e-5)
 
 
 def test_part_splits_shards_between_processes(corpus, tmp_path, tiny_encoder):

@@ -114,6 +114,7 @@ def test_an_interrupted_append_keeps_the_old_generation_and_a_rerun_finishes_it(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(update, "embed_chunks", crash_on_second)
+    monkeypatch.setattr(update, "ENCODE_GROUP_DOCS", 1)  # one shard per encoder call
     with pytest.raises(KeyboardInterrupt):
         append_documents(new, "docs", base / "idx", encoder=tiny_encoder, show_progress=False)
     old = SearchIndex.open("docs", base / "idx")  # the published generation still answers, as it was
