@@ -11,7 +11,7 @@ writes it (names, generations, locks, the documents table, shards, lookup tables
             index.faiss      the shards' vectors (row i = row i of the shards read in order), as float,
                              int8 or binary codes (vectors.py)
             vectors.npy      int8/binary indexes: the float vectors, row i = FAISS id i (memory-mapped
-                             for rescoring); center.npy: binary codes' per-dimension thresholds
+                             for rescoring)
             documents.arrow  id, title, text   (Arrow IPC, memory-mapped by readers)
             chunks.arrow     doc row, chunk, start, end of each vector (Arrow IPC, memory-mapped)
             bm25/            BM25 over the documents, in table order
@@ -55,7 +55,7 @@ FORMAT = 2  # 1: one folder per index, before generations (not readable: rebuild
 LOCK, CURRENT, READERS, BUILD, MANIFEST = "LOCK", "CURRENT", ".readers", "build.json", "manifest.json"
 DOCS_FILE, SHARD_DIR, FAISS_FILE, BM25_DIR = "documents.parquet", "shards", "index.faiss", "bm25"
 DOCS_LOOKUP, CHUNKS_LOOKUP = "documents.arrow", "chunks.arrow"
-VECTORS_FILE, CENTER_FILE = "vectors.npy", "center.npy"  # beside the codes of an int8/binary index
+VECTORS_FILE = "vectors.npy"  # the float vectors beside the codes of an int8/binary index
 DOCS_PER_SHARD = 128  # small: a few hundred documents give two workers work, a crash loses little
 LEGACY = (MANIFEST, DOCS_FILE, SHARD_DIR, FAISS_FILE, BM25_DIR, "update.json", "previous-documents.parquet",
           "previous-shards", "next-documents.parquet", "documents.staged.parquet")  # format 1, at the top
