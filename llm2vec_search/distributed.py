@@ -82,6 +82,8 @@ def build_index_scaled(
     encoder_overrides: dict[str, Any] | None = None,
     wait: bool = True,
     show_progress: bool = True,
+    vectors: str = "float",
+    rescore_multiplier: int | None = None,
 ) -> Path:
     """:func:`index.build_index` with the embedding spread over processes or Ray actors."""
     if scale.engine not in ENGINES:
@@ -105,7 +107,7 @@ def build_index_scaled(
     return build_index(corpus, name, index_dir, model, index_type, fields=fields, skip_invalid=skip_invalid,
                        chunk=chunk, memory_budget=memory_budget, bm25=bm25,
                        encoder_overrides={**overrides, "device": "cpu"}, engine=engine, wait=wait,
-                       show_progress=show_progress)
+                       show_progress=show_progress, vectors=vectors, rescore_multiplier=rescore_multiplier)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -96,6 +96,8 @@ def evaluate_beir(
     on_disk: bool = False,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    vectors: str = "float",
+    rescore_multiplier: int | None = None,
 ) -> dict[str, Any]:
     """Index ``dataset`` (cached per corpus and encoder), search the split's judged queries, score them.
 
@@ -107,8 +109,9 @@ def evaluate_beir(
     ``metrics.json``). With ``out``, writes ``run.trec``, ``per_query.json`` and ``metrics.json``.
     ``mode`` None is the default of ``query``: hybrid (the cached index always has BM25), fused
     by ``fusion`` (default :data:`~llm2vec_search.fusion.DEFAULT_FUSION`). ``index_type`` and
-    ``on_disk`` choose the cached index's FAISS (as ``l2v-search index`` does); ``nprobe`` and
-    ``ef_search`` tune its search.
+    ``on_disk`` choose the cached index's FAISS (as ``l2v-search index`` does), and ``vectors`` its
+    codes (float, int8, binary); ``nprobe``, ``ef_search`` and ``rescore_multiplier`` (int8/binary;
+    None: the index's) tune its search.
     """
     from .search import SearchIndex
 
@@ -118,6 +121,11 @@ def evaluate_beir(
         raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     if k <= 0:
         raise UsageError(f"k must be positive, got {k}")
+    if mode == "bm25" and (vectors != "float" or rescore_multiplier is not None):
+        raise UsageError("--vectors and --rescore-multiplier apply to the dense side: not with --mode bm25")
+    from .vectors import check_build
+
+    check_build(vectors, index_type, rescore_multiplier, on_disk=on_disk)  # before any model loads
     dataset = Path(dataset)
     t0 = time.perf_counter()
     data = _load(dataset, split)
@@ -137,14 +145,14 @@ def evaluate_beir(
         encoder = None
     t_load = time.perf_counter() - t0
     name, folder, reused = cached_index(dataset, index_dir, model, encoder, show_progress=show_progress,
-                                        index_type=index_type, on_disk=on_disk)
+                                        index_type=index_type, on_disk=on_disk, vectors=vectors)
     t_index = time.perf_counter() - t0 - t_load
     idx = SearchIndex.open(name, index_dir)
     qids = list(data.queries)
     t1 = time.perf_counter()
     depth = k + 1 if ignore_identical_ids else k  # one hit may be the query itself
     hits = idx.search([data.queries[q] for q in qids], depth, encoder=encoder, instruction=instruction, mode=mode,
-                      fusion=fusion, nprobe=nprobe, ef_search=ef_search)
+                      fusion=fusion, nprobe=nprobe, ef_search=ef_search, rescore_multiplier=rescore_multiplier)
     t_search = time.perf_counter() - t1
     run = {  # qid -> [(doc, score)] in rank order
         qid: [(h.id, h.score) for h in qhits if not (ignore_identical_ids and h.id == qid)][:k]
@@ -164,6 +172,7 @@ def evaluate_beir(
                   "fingerprint": idx.manifest.fingerprint, "documents": idx.manifest.corpus.documents,
                   "faiss": dataclasses.asdict(idx.manifest.faiss) if idx.manifest.dense else None,
                   "bm25": idx.manifest.bm25, "reused": reused},
+        "rescore_multiplier": rescore_multiplier,  # None: the index's own (index.faiss.rescore_multiplier)
         "k": k,
         "ignore_identical_ids": ignore_identical_ids,
         "metrics": aggregate,
@@ -188,7 +197,7 @@ def eval_index_name(dataset: Path, encoder=None) -> str:
 
 def cached_index(dataset: Path, index_dir: str | Path | None, model: str, encoder=None, *,
                  show_progress: bool = True, index_type: str | None = None,
-                 on_disk: bool = False) -> tuple[str, Path, bool]:
+                 on_disk: bool = False, vectors: str = "float") -> tuple[str, Path, bool]:
     """The index of a BEIR corpus that ``eval`` keeps per encoder (BM25 only when ``encoder`` is
     None), built on first use: returns its name, folder, and whether it was reused as it was."""
     from .index import build_index
@@ -199,7 +208,8 @@ def cached_index(dataset: Path, index_dir: str | Path | None, model: str, encode
     before = store.current()
     dense = encoder is not None  # BM25 is cheap: always built, so that hybrid reuses the index
     generation = build_index(dataset, name, index_dir, model, index_type if dense else None, encoder=encoder,
-                             show_progress=show_progress, bm25=True, dense=dense, on_disk=on_disk and dense)
+                             show_progress=show_progress, bm25=True, dense=dense, on_disk=on_disk and dense,
+                             vectors=vectors if dense else "float")
     return name, store.folder, before is not None and generation == before  # the same generation: nothing built
 
 

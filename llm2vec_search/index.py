@@ -336,6 +336,8 @@ class Plan:
     bm25: bool = True
     updates: tuple = ()
     on_disk: bool = False  # FAISS as an on-disk IVF (ondisk.py): the lists are memory-mapped
+    vectors: str = "float"  # float | int8 | binary codes in FAISS (vectors.py)
+    rescore_multiplier: int | None = None  # int8/binary: candidates rescored per result (None: float)
 
     @property
     def run_fp(self) -> str:
@@ -346,7 +348,8 @@ class Plan:
         """Whether generation ``m`` already is what this plan makes."""
         return (m.fingerprint == self.run_fp and (m.bm25 or not self.bm25)
                 and (self.index_type is None or (m.faiss is not None and m.faiss.factory == self.index_type))
-                and (m.faiss is None or m.faiss.on_disk == self.on_disk))
+                and (m.faiss is None or (m.faiss.on_disk == self.on_disk and m.faiss.vector_type == self.vectors
+                                         and m.faiss.rescore_multiplier == self.rescore_multiplier)))
 
     def reuses(self, m: IndexManifest | None) -> bool:
         """Whether generation ``m`` holds vectors this plan's encoder and windows would make."""
@@ -423,7 +426,11 @@ def _finish(store: IndexStore, gen: Path, plan: Plan, timings: dict, engine: dic
     info = None
     if plan.encoder is not None:
         t1 = time.perf_counter()
-        if plan.on_disk:
+        if plan.vectors != "float":
+            from .vectors import build_codes
+
+            info = build_codes(gen, plan.vectors, plan.index_type, plan.rescore_multiplier, on_disk=plan.on_disk)
+        elif plan.on_disk:
             info = build_faiss_ondisk(gen, plan.index_type)
         else:
             index, factory = build_faiss(gen, plan.index_type, plan.memory_budget)
@@ -487,6 +494,8 @@ def build_index(
     wait: bool = True,
     show_progress: bool = True,
     on_disk: bool = False,
+    vectors: str = "float",
+    rescore_multiplier: int | None = None,
 ) -> Path:
     """Index ``corpus`` as ``<index_dir>/<name>`` and publish it; returns the generation's folder.
 
@@ -495,9 +504,16 @@ def build_index(
     ``part=(I, N)``, only embed shards ``i % N == I`` and return the staged generation (run N
     such processes, then one without ``part`` to finish and publish the index). ``engine``
     embeds the shards (default: this process, with ``encoder``); ``wait=False`` fails at once
-    when another writer holds the index.
+    when another writer holds the index. ``vectors`` int8 or binary stores those codes in FAISS
+    and rescores each query's top k x ``rescore_multiplier`` with the float vectors (vectors.py).
     """
+    from .vectors import check_build, empty_index
+
     t0 = time.perf_counter()
+    if not dense and (vectors != "float" or rescore_multiplier is not None):
+        raise UsageError("a BM25-only index holds no vectors: --vectors and --rescore-multiplier do not apply")
+    index_type, rescore_multiplier = check_build(vectors, index_type, rescore_multiplier,
+                                                 memory_budget=memory_budget, on_disk=on_disk)
     if on_disk:  # ``on_disk``: FAISS is an IVF whose lists stay on disk (see ondisk.py)
         if not dense:
             raise UsageError("an on-disk index holds vectors: it cannot be BM25-only")
@@ -513,7 +529,7 @@ def build_index(
 
         encoder = load_encoder(model, **(encoder_overrides or {}))
     if dense and index_type:
-        _faiss_index(encoder.dim, index_type)
+        empty_index(vectors, index_type, encoder.dim)  # a bad factory string fails before anything is written
 
     def write_docs(out: Path) -> None:
         if write_documents(read_corpus(corpus, fields, skip_invalid=skip_invalid), out) != (n_docs, corpus_fp):
@@ -521,6 +537,7 @@ def build_index(
 
     plan = Plan(name, CorpusInfo(str(corpus.resolve()), corpus_fp, n_docs, stats.empty, stats.invalid),
                 encoder_record(encoder, model) if dense else None, chunk if dense else None, write_docs,
-                index_type if dense else None, memory_budget, bm25 or not dense, on_disk=on_disk)
+                index_type if dense else None, memory_budget, bm25 or not dense, on_disk=on_disk, vectors=vectors,
+                rescore_multiplier=rescore_multiplier)
     return run_pipeline(store, lambda current: plan, engine or InProcess(encoder), part=part, wait=wait,
                         show_progress=show_progress, t0=t0)

@@ -7,8 +7,8 @@
 A server answers with the same code, encoder and index as this process would, so the hits and
 their scores are the same (with the server otherwise idle, the query's forward pass runs alone as
 it would here). What a server cannot be told (``--fusion``/``--alpha`` other than the default,
-``--nprobe``, ``--ef-search``) runs here; a recorded server that does not answer is noted on
-stderr and the query runs here.
+``--nprobe``, ``--ef-search``, ``--vectors``, ``--rescore-multiplier``) runs here; a recorded
+server that does not answer is noted on stderr and the query runs here.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ class QueryConfig:
     fusion: Fusion | None = None  # None: DEFAULT_FUSION
     nprobe: int | None = None
     ef_search: int | None = None
+    vectors: str | None = None  # float | int8 | binary: refused unless it is the index's; None: no check
+    rescore_multiplier: int | None = None  # int8/binary indexes; None: the one recorded in the index
     server: str | None = None  # a server's URL; None: a live server recorded in the index home, if any
     use_server: bool = True  # False: always search in this process
 
@@ -76,10 +78,12 @@ def _server(queries: Sequence[str], cfg: QueryConfig, note) -> tuple[str | None,
     """The server to ask and the index name to send (``None, None``: search here)."""
     texts = [*queries, cfg.instruction or ""]
     portable = (cfg.fusion in (None, DEFAULT_FUSION) and cfg.nprobe is None and cfg.ef_search is None
-                and cfg.k <= SERVER_MAX_K and all(len(t) <= SERVER_MAX_CHARS for t in texts))
+                and cfg.vectors is None and cfg.rescore_multiplier is None and cfg.k <= SERVER_MAX_K
+                and all(len(t) <= SERVER_MAX_CHARS for t in texts))
     if cfg.server is not None:
         if not portable:
-            raise UsageError("--fusion/--alpha other than the default, --nprobe, --ef-search, -k over "
+            raise UsageError("--fusion/--alpha other than the default, --nprobe, --ef-search, --vectors, "
+                             "--rescore-multiplier, -k over "
                              f"{SERVER_MAX_K} and queries over {SERVER_MAX_CHARS} characters are not sent to a "
                              "server: drop --server to search in this process")
         return cfg.server, cfg.index or _only_served_index(cfg.server)
@@ -122,5 +126,6 @@ def _in_process(queries: Sequence[str], cfg: QueryConfig) -> Answer:
     mode = idx.resolve_mode(cfg.mode)
     fusion = (cfg.fusion or DEFAULT_FUSION) if mode == "hybrid" else None
     hits = idx.search(list(queries), cfg.k, instruction=cfg.instruction, mode=mode, fusion=fusion,
-                      nprobe=cfg.nprobe, ef_search=cfg.ef_search)
+                      nprobe=cfg.nprobe, ef_search=cfg.ef_search, vectors=cfg.vectors,
+                      rescore_multiplier=cfg.rescore_multiplier)
     return Answer(idx.name, mode, fusion, hits)

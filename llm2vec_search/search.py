@@ -3,7 +3,9 @@
     query ─ encoder.encode_queries ─ FAISS top-(k·m) chunks ─ best chunk per document ─┐
           └──────────────────────── BM25 top-k' ─────────────────────────────────────── fuse ─ top-k Hits
 
-The default mode is hybrid where the index has both sides (:func:`SearchIndex.default_mode`).
+The default mode is hybrid where the index has both sides (:func:`SearchIndex.default_mode`). An
+index of int8 or binary codes gets its top chunks from :class:`vectors.Rescorer` (the codes' top
+k·M, rescored with the float vectors) instead of FAISS alone.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class SearchIndex:
         self.store, self._hold = store, opened.hold
         self.folder, self.manifest, self.name = opened.path, opened.manifest, opened.manifest.name
         self.dense = self.manifest.dense
-        self._faiss = None
+        self._faiss = self._rescorer = None
         try:
             self.lookups = Lookups(self.folder)
         except Exception as e:  # pyarrow raises many types for damaged files
@@ -93,14 +95,21 @@ class SearchIndex:
         return self._faiss
 
     def _read_faiss(self):
-        import faiss
-
+        info = self.manifest.faiss
         try:
-            if self.manifest.faiss.on_disk:
+            if info.on_disk:
                 from .ondisk import ONDISK_DIR, open_ondisk
 
-                return open_ondisk(self.folder / ONDISK_DIR)  # lists memory-mapped, not read
-            return faiss.read_index(str(self.folder / FAISS_FILE))
+                index = open_ondisk(self.folder / ONDISK_DIR)  # lists memory-mapped, not read
+            else:
+                from .vectors import read_index
+
+                index = read_index(self.folder / FAISS_FILE, info)  # float, int8 or binary codes
+            if info.vector_type != "float":
+                from .vectors import Rescorer
+
+                self._rescorer = Rescorer(self.folder, info, index)  # maps vectors.npy
+            return index
         except Exception as e:  # faiss raises many types for damaged files
             raise IndexStateError(f"index {self.name!r} is corrupt: {type(e).__name__}: {str(e)[:200]}") from None
 
@@ -165,27 +174,41 @@ class SearchIndex:
     # -- search --------------------------------------------------------------------------------
     def search(self, queries: Sequence[str], k: int = 10, *, encoder: TextEncoder | None = None,
                instruction: str | None = None, mode: str | None = None, fusion: Fusion | None = None,
-               nprobe: int | None = None, ef_search: int | None = None) -> list[list[Hit]]:
-        """Top-``k`` hits per query; ``mode`` None is the index's :attr:`default_mode`."""
+               nprobe: int | None = None, ef_search: int | None = None, vectors: str | None = None,
+               rescore_multiplier: int | None = None) -> list[list[Hit]]:
+        """Top-``k`` hits per query; ``mode`` None is the index's :attr:`default_mode`. ``vectors``
+        (float | int8 | binary) must be the index's vector type when given; ``rescore_multiplier``
+        overrides the one recorded in an int8 or binary index."""
         mode = self.resolve_mode(mode)
         _check(queries, k, mode)
+        self.check_vectors(vectors, rescore_multiplier)
         xq = None
         if mode != "bm25":
             encoder = encoder or self.load_encoder()
             xq = encoder.encode_queries(list(queries), instruction)
-        return self.search_embedded(xq, queries, k, mode=mode, fusion=fusion, nprobe=nprobe, ef_search=ef_search)
+        return self.search_embedded(xq, queries, k, mode=mode, fusion=fusion, nprobe=nprobe, ef_search=ef_search,
+                                    vectors=vectors, rescore_multiplier=rescore_multiplier)
+
+    def check_vectors(self, vectors: str | None = None, rescore_multiplier: int | None = None) -> None:
+        """Refuse a vector type other than the index's, or a rescore multiplier it cannot use."""
+        if vectors is not None or rescore_multiplier is not None:
+            from .vectors import check_query
+
+            check_query(self.manifest.faiss, self.name, vectors, rescore_multiplier)
 
     def search_embedded(self, xq: np.ndarray | None, queries: Sequence[str], k: int = 10, *,
                         mode: str | None = None, fusion: Fusion | None = None, nprobe: int | None = None,
-                        ef_search: int | None = None) -> list[list[Hit]]:
+                        ef_search: int | None = None, vectors: str | None = None,
+                        rescore_multiplier: int | None = None) -> list[list[Hit]]:
         """Search with query vectors already computed (``None`` for BM25), e.g. by a micro-batcher."""
         mode = self.resolve_mode(mode)
         _check(queries, k, mode)
+        self.check_vectors(vectors, rescore_multiplier)
         if mode != "bm25" and not self.dense:
             raise UsageError(f"index {self.name!r} is BM25-only: use --mode bm25")
         k = min(k, self.size)
         depth = max(k, HYBRID_DEPTH) if mode == "hybrid" else k
-        dense = self._dense(xq, depth, nprobe, ef_search) if mode != "bm25" else None
+        dense = self._dense(xq, depth, nprobe, ef_search, rescore_multiplier) if mode != "bm25" else None
         sparse = self._sparse(queries, depth) if mode != "dense" else None
         out = []
         for qi in range(len(queries)):
@@ -203,12 +226,17 @@ class SearchIndex:
         """The search-time knobs this index's FAISS type takes: nprobe (IVF), ef_search (HNSW)."""
         return frozenset(k for k in ("nprobe", "ef_search") if self.dense and _knob(self.faiss, k) is not None)
 
-    def _dense(self, xq: np.ndarray, k: int, nprobe, ef_search) -> list[list[tuple[int, float, int]]]:
+    def _dense(self, xq: np.ndarray, k: int, nprobe, ef_search, rescore_multiplier=None
+               ) -> list[list[tuple[int, float, int]]]:
         """(document row, score, chunk row) of the best chunk of each of the top-k documents."""
         params = search_params(self.faiss, nprobe, ef_search, self.manifest.faiss.factory)
         # Several chunks of one document may rank high: fetch more chunks than documents wanted.
         fetch = min(self.faiss.ntotal, k * 4 if self.chunked else k)
-        D, I = self.faiss.search(np.ascontiguousarray(xq, dtype=np.float32), fetch, params=params)  # (nq, fetch)
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        if self._rescorer is not None:  # int8/binary codes: k·M candidates rescored with float vectors
+            D, I = self._rescorer.search(xq, fetch, rescore_multiplier, params)
+        else:
+            D, I = self.faiss.search(xq, fetch, params=params)  # (nq, fetch)
         results = []
         for scores, rows in zip(D.tolist(), I.tolist()):
             best: dict[int, tuple[float, int]] = {}
@@ -237,7 +265,7 @@ def _knob(index, knob: str):
     import faiss
 
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
-    kind = faiss.IndexIVF if knob == "nprobe" else faiss.IndexHNSW
+    kind = (faiss.IndexIVF, faiss.IndexBinaryIVF) if knob == "nprobe" else (faiss.IndexHNSW, faiss.IndexBinaryHNSW)
     return inner if isinstance(inner, kind) else None
 
 

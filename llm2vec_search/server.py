@@ -272,14 +272,16 @@ class SearchService:
         return await self.batchers[fp].submit(items)
 
     async def search(self, index: str | None, queries: list[str], k: int, instruction: str | None,
-                     mode: str | None, nprobe: int | None = None, ef_search: int | None = None):
-        """Top-``k`` hits per query. ``instruction`` None: the encoder's query instruction; "": none."""
+                     mode: str | None, nprobe: int | None = None, ef_search: int | None = None, **codes):
+        """Top-``k`` hits per query. ``instruction`` None: the encoder's query instruction; "": none.
+        ``codes``: ``vectors`` (checked against the index) and ``rescore_multiplier`` (int8/binary)."""
         check_queries(queries, k)
-        return await self._bounded(self._search(index, queries, k, instruction, mode, nprobe, ef_search))
+        return await self._bounded(self._search(index, queries, k, instruction, mode, nprobe, ef_search, codes))
 
-    async def _search(self, index, queries, k, instruction, mode, nprobe, ef_search):
+    async def _search(self, index, queries, k, instruction, mode, nprobe, ef_search, codes):
         idx = await self.current(index)
         mode = idx.resolve_mode(mode)
+        idx.check_vectors(**codes)  # before the encoder runs
         xq = None
         if mode != "bm25":
             if not idx.dense:
@@ -294,7 +296,7 @@ class SearchService:
         if ef_search is None and "ef_search" in tuned:
             ef_search = self.config.ef_search
         return await asyncio.to_thread(idx.search_embedded, xq, queries, k, mode=mode, nprobe=nprobe,
-                                       ef_search=ef_search)
+                                       ef_search=ef_search, **codes)
 
     async def embeddings(self, model: str | None, texts: list[str], input_type: str = "document"):
         """(vectors, token counts) of ``texts`` as documents (the encoder's document instruction) or
@@ -424,6 +426,8 @@ def create_app(service: SearchService):
                           AfterValidator(valid_name)]
     Mode = Literal["dense", "bm25", "hybrid"] | None  # None: the index's default (hybrid with BM25)
     Tuning = Annotated[int | None, Field(None, ge=1, le=1 << 16)]
+    Vectors = Literal["float", "int8", "binary"] | None  # None: the index's; else refused unless it is
+    Rescore = Annotated[int | None, Field(None, ge=0, le=1000)]  # int8/binary; None: the index's
 
     class SearchRequest(BaseModel):
         query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
@@ -433,6 +437,8 @@ def create_app(service: SearchService):
         mode: Mode = None
         nprobe: Tuning = None
         ef_search: Tuning = None
+        vectors: Vectors = None
+        rescore_multiplier: Rescore = None
 
     class BatchRequest(BaseModel):
         queries: list[str] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
@@ -442,6 +448,8 @@ def create_app(service: SearchService):
         mode: Mode = None
         nprobe: Tuning = None
         ef_search: Tuning = None
+        vectors: Vectors = None
+        rescore_multiplier: Rescore = None
 
     class EmbeddingsRequest(BaseModel):  # checked by hand: OpenAI's error shapes and codes
         input: Any = None
@@ -481,7 +489,7 @@ def create_app(service: SearchService):
         t0 = time.perf_counter()
         try:
             hits = await service.search(req.index, queries, req.k, req.instruction, req.mode, req.nprobe,
-                                        req.ef_search)
+                                        req.ef_search, vectors=req.vectors, rescore_multiplier=req.rescore_multiplier)
         except KeyError:
             return error(404, f"unknown index {req.index!r}")
         except L2VError as e:

@@ -8,7 +8,10 @@ writes it (names, generations, locks, the documents table, shards, lookup tables
             build.json       the run it holds (fingerprint), written when it is staged
             documents.parquet            id, title, text, hash, in corpus order
             shards/shard-00000.parquet   id, chunk, start, end, vector: documents [i*S, (i+1)*S)
-            index.faiss      the shards' vectors (row i = row i of the shards read in order)
+            index.faiss      the shards' vectors (row i = row i of the shards read in order), as float,
+                             int8 or binary codes (vectors.py)
+            vectors.npy      int8/binary indexes: the float vectors, row i = FAISS id i (memory-mapped
+                             for rescoring)
             documents.arrow  id, title, text   (Arrow IPC, memory-mapped by readers)
             chunks.arrow     doc row, chunk, start, end of each vector (Arrow IPC, memory-mapped)
             bm25/            BM25 over the documents, in table order
@@ -52,6 +55,7 @@ FORMAT = 2  # 1: one folder per index, before generations (not readable: rebuild
 LOCK, CURRENT, READERS, BUILD, MANIFEST = "LOCK", "CURRENT", ".readers", "build.json", "manifest.json"
 DOCS_FILE, SHARD_DIR, FAISS_FILE, BM25_DIR = "documents.parquet", "shards", "index.faiss", "bm25"
 DOCS_LOOKUP, CHUNKS_LOOKUP = "documents.arrow", "chunks.arrow"
+VECTORS_FILE = "vectors.npy"  # the float vectors beside the codes of an int8/binary index
 DOCS_PER_SHARD = 128  # small: a few hundred documents give two workers work, a crash loses little
 LEGACY = (MANIFEST, DOCS_FILE, SHARD_DIR, FAISS_FILE, BM25_DIR, "update.json", "previous-documents.parquet",
           "previous-shards", "next-documents.parquet", "documents.staged.parquet")  # format 1, at the top
@@ -289,6 +293,8 @@ class FaissInfo:
     vectors: int
     metric: str = "inner_product"
     on_disk: bool = False  # an IVF whose lists stay on disk (<generation>/ondisk, see ondisk.py)
+    vector_type: str = "float"  # float | int8 | binary: the codes FAISS holds (vectors.py)
+    rescore_multiplier: int | None = None  # int8/binary: k x this candidates rescored with float vectors
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -106,7 +106,8 @@ def _update(name: str, index_dir, *, add: list[Record], remove: list[str], encod
         corpus = dataclasses.replace(m.corpus, fingerprint=corpus_fingerprint(ids, hashes), documents=table.num_rows)
         entry = {**dataclasses.asdict(stats), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         return Plan(m.name, corpus, m.encoder, ChunkConfig(**m.chunking), lambda out: write_table(table, out),
-                    m.faiss.factory, None, m.bm25, (*m.updates, entry), on_disk=m.faiss.on_disk)
+                    m.faiss.factory, None, m.bm25, (*m.updates, entry), on_disk=m.faiss.on_disk,
+                    vectors=m.faiss.vector_type, rescore_multiplier=m.faiss.rescore_multiplier)
 
     engine = InProcess(encoder, load=lambda: load_index_encoder(seen["manifest"]))
     gen = run_pipeline(store, plan, engine, wait=wait, show_progress=show_progress, t0=t0)

@@ -21,6 +21,7 @@ from .options import (
     MaxLength,
     Model,
     Pooling,
+    RescoreMultiplier,
     make_fusion,
     print_json,
 )
@@ -70,6 +71,9 @@ def eval_cmd(
     on_disk: Annotated[bool, typer.Option("--on-disk", help="The cached index as an on-disk IVF.")] = False,
     nprobe: Annotated[int | None, typer.Option(help="IVF lists visited per query.")] = None,
     ef_search: Annotated[int | None, typer.Option(help="HNSW search depth.")] = None,
+    vectors: Annotated[str, typer.Option(help="float | int8 | binary: the codes of the cached index's FAISS "
+                                         "(int8/binary rescore with the float vectors).")] = "float",
+    rescore_multiplier: RescoreMultiplier = None,
     pooling: Pooling = None,
     causal: Causal = False,
     max_length: MaxLength = None,
@@ -95,7 +99,7 @@ def eval_cmd(
                            instruction=instruction, k=k,
                            ignore_identical_ids=ignore_identical_ids, index_dir=index_dir, out=out_dir,
                            encoder_overrides=overrides, index_type=index_type, on_disk=on_disk, nprobe=nprobe,
-                           ef_search=ef_search)
+                           ef_search=ef_search, vectors=vectors, rescore_multiplier=rescore_multiplier)
     result.pop("per_query")
     d = result["dataset"]
     skipped = {key: d[key] for key in ("unknown_queries", "unknown_documents", "empty_queries") if d[key]}

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from . import app, err, out
-from .options import DEFAULT_MODEL, Json, Model, print_json
+from .options import DEFAULT_MODEL, Json, Model, RescoreMultiplier, print_json
 
 IndexDir = Annotated[
     str | None, typer.Option("--index-dir", help="Index home (default $L2V_SEARCH_INDEX_DIR or ./indexes).")
@@ -40,6 +40,9 @@ def index_cmd(
     model: Model = DEFAULT_MODEL,
     index_dir: IndexDir = None,
     index_type: Annotated[str | None, typer.Option(help="FAISS factory string (default: by corpus size).")] = None,
+    vectors: Annotated[str, typer.Option(help="float | int8 (scalar-quantized) | binary (sign bits): the codes "
+                                         "FAISS holds; int8/binary rescore with the float vectors on disk.")] = "float",
+    rescore_multiplier: RescoreMultiplier = None,
     sample: Annotated[bool, typer.Option("--sample", help="Index the bundled sample corpus.")] = False,
     id_field: str | None = None,
     text_field: str | None = None,
@@ -66,7 +69,9 @@ def index_cmd(
 ) -> None:
     """Embed a corpus into Parquet shards and build FAISS (+ BM25) indexes; resumes if interrupted.
 
-    Example: l2v-search index ../shared/data/scifact --name scifact
+    Examples:
+      l2v-search index ../shared/data/scifact --name scifact
+      l2v-search index ../shared/data/scifact --name scifact-bin --vectors binary --rescore-multiplier 4
     """
     from ..corpus import Fields
     from ..embed import ChunkConfig
@@ -78,6 +83,8 @@ def index_cmd(
     path = sample_corpus() if sample else Path(corpus)
     name = check_name(name) if name is not None else ("sample" if sample else None)
     if append:
+        if vectors != "float" or rescore_multiplier is not None:
+            raise UsageError("--append keeps the index's vector type: leave out --vectors and --rescore-multiplier")
         _append(path, name, index_dir, Fields(id_field, text_field, title_field), skip_invalid, not no_wait, json_)
         return
     chunk = ChunkConfig(chunk_tokens, chunk_overlap, **({} if docs_per_shard is None else
@@ -91,12 +98,14 @@ def index_cmd(
         folder = build_index_scaled(path, name, index_dir, model, index_type, scale=ScaleConfig(
             engine, parse_devices(devices), workers, ray_address=ray_address),
             fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
-            chunk=chunk, memory_budget=budget, bm25=not no_bm25, wait=not no_wait)
+            chunk=chunk, memory_budget=budget, bm25=not no_bm25, wait=not no_wait, vectors=vectors,
+            rescore_multiplier=rescore_multiplier)
     else:
         folder = build_index(path, name, index_dir, model, index_type,
                              fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
                              chunk=chunk, memory_budget=budget, bm25=not no_bm25, part=_parse_part(shard),
-                             wait=not no_wait, on_disk=on_disk)
+                             wait=not no_wait, on_disk=on_disk, vectors=vectors,
+                             rescore_multiplier=rescore_multiplier)
     manifest = IndexManifest.read(folder)
     if manifest is None:
         err.print(f"embedded shard part {shard}; run without --shard to finish the index")
@@ -105,8 +114,9 @@ def index_cmd(
         print_json(manifest.as_dict())
         return
     c, fx = manifest.corpus, manifest.faiss
+    codes = f", {fx.vector_type} codes, rescoring x{fx.rescore_multiplier}" if fx.vector_type != "float" else ""
     err.print(f"[green]index {manifest.name!r}[/green] at {folder.parent}: {c.documents} documents, "
-              f"{fx.vectors} vectors ({fx.factory}{', on disk' if fx.on_disk else ''}), "
+              f"{fx.vectors} vectors ({fx.factory}{', on disk' if fx.on_disk else ''}{codes}), "
               f"{c.empty_skipped} empty and {c.invalid_skipped} invalid rows skipped, "
               f"{manifest.timings['total_seconds']:.0f}s ({folder.name})", highlight=False, soft_wrap=True)
 

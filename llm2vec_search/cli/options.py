@@ -28,6 +28,9 @@ Mode = Annotated[str | None, typer.Option(
 FusionMethod = Annotated[str | None, typer.Option(
     "--fusion", help="Hybrid fusion: convex (weighted normalized scores) | rrf (reciprocal rank). Default: convex.")]
 Alpha = Annotated[float | None, typer.Option(help="Convex fusion: the dense side's weight in [0, 1].")]
+RescoreMultiplier = Annotated[int | None, typer.Option(
+    help="int8/binary indexes: rescore the top k x M candidates with the float vectors (0: none; "
+         "default: the index's, 4 unless built otherwise).")]
 
 
 def make_fusion(method: str | None, alpha: float | None):

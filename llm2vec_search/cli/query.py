@@ -9,7 +9,7 @@ import typer
 from ..errors import UsageError
 from . import app, err, out
 from .index import IndexDir
-from .options import Alpha, FusionMethod, Json, Mode, make_fusion, print_json
+from .options import Alpha, FusionMethod, Json, Mode, RescoreMultiplier, make_fusion, print_json
 
 
 @app.command("query")
@@ -24,6 +24,9 @@ def query_cmd(
     alpha: Alpha = None,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    vectors: Annotated[str | None, typer.Option(help="float | int8 | binary: the vector type the index must "
+                                                "hold (refused otherwise).")] = None,
+    rescore_multiplier: RescoreMultiplier = None,
     queries: Annotated[str | None, typer.Option("--queries", help="Batch: JSONL or TSV of id and text.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Batch output: jsonl | trec.")] = "jsonl",
     output: Annotated[str | None, typer.Option("--output", "-o", help="Batch output file (default stdout).")] = None,
@@ -45,8 +48,8 @@ def query_cmd(
         raise UsageError("give --server URL or --no-server (not both)")
     if k <= 0:
         raise UsageError(f"-k must be positive, got {k}")
-    cfg = QueryConfig(index, index_dir, k, instruction, mode, make_fusion(fusion, alpha), nprobe, ef_search, server,
-                      not no_server)
+    cfg = QueryConfig(index, index_dir, k, instruction, mode, make_fusion(fusion, alpha), nprobe, ef_search,
+                      vectors, rescore_multiplier, server, not no_server)
     if queries is not None:
         check_format(fmt)
         rows = read_queries(queries)
