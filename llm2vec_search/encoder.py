@@ -20,19 +20,10 @@ import numpy as np
 import torch
 
 from .bidirectional import set_bidirectional
+from .devices import DTYPE_NAMES, cpu_has_fast_bf16, select_device, select_dtype  # noqa: F401 (re-exported)
 from .errors import UsageError
 from .manifest import fingerprint
-from .models import (  # noqa: F401 (cpu_has_fast_bf16, quiet_peft: re-exported for older imports)
-    DEFAULT_ENCODER,
-    DTYPE_NAMES,
-    ModelSource,
-    cpu_has_fast_bf16,
-    load_model_and_tokenizer,
-    quiet_peft,
-    resolve,
-    select_device,
-    select_dtype,
-)
+from .models import DEFAULT_ENCODER, ModelSource, load_model_and_tokenizer, quiet_peft, resolve  # noqa: F401 (re-exported)
 from .pooling import POOLING_MODES, pool
 
 log = logging.getLogger(__name__)
