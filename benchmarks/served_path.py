@@ -8,7 +8,12 @@ process, after warm-up (median of ``--repeat`` runs each).
     http         POST /search through the ASGI app in process (no sockets): + Guard, FastAPI
                  validation and JSON
 
+With ``--compile`` the same layers are timed again after ``Encoder.compile`` (what ``serve
+--compile`` does: the forward compiled for the micro-batcher's batch sizes, queries padded to a
+length bucket), printed side by side with the eager ones; the compile and warm-up time is printed too.
+
     .venv/bin/python benchmarks/served_path.py --index scifact --index-dir indexes
+    .venv/bin/python benchmarks/served_path.py --index scifact --index-dir indexes --compile
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ def main() -> None:
     p.add_argument("--index-dir")
     p.add_argument("--queries", type=Path, default=Path("/work/shared/data/scifact/queries.jsonl"))
     p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--compile", action="store_true", help="time the layers eager, then compiled, side by side")
     a = p.parse_args()
     query = json.loads(a.queries.read_text().splitlines()[0])["text"]
     svc = SearchService([a.index], a.index_dir, ServeConfig())
@@ -57,18 +63,36 @@ def main() -> None:
         with torch.inference_mode():
             enc.forward(batch)
 
-    rows = {
-        "forward": timed(forward, a.repeat),
-        "encode": timed(lambda: enc.encode_queries([query]), a.repeat),
-        "search": timed(lambda: loop.run_until_complete(svc.search(None, [query], 10, None, "dense")), a.repeat),
-        "http": timed(lambda: loop.run_until_complete(client.post("/search", json={"query": query, "mode": "dense"})),
-                      a.repeat),
-    }
+    def layers() -> dict[str, float]:
+        return {
+            "forward": timed(forward, a.repeat),
+            "encode": timed(lambda: enc.encode_queries([query]), a.repeat),
+            "search": timed(lambda: loop.run_until_complete(svc.search(None, [query], 10, None, "dense")), a.repeat),
+            "http": timed(lambda: loop.run_until_complete(client.post("/search", json={"query": query,
+                                                                                       "mode": "dense"})), a.repeat),
+        }
+
+    rows, compiled_rows = layers(), None
     print(f"query: {query!r}; {batch.input_ids.shape[1]} tokens with the instruction; torch threads "
           f"{torch.get_num_threads()}, {enc.dtype}")
-    last = 0.0
+    if a.compile:
+        compiled = enc.compile(max_rows=svc.config.max_batch)  # as serve --compile does
+        padded = compiled and compiled.bucket(1, batch.input_ids.shape[1])
+        if compiled is None:
+            print("compile failed (the warning above says why): eager only")
+        elif padded is None:
+            print(f"compiled {compiled.summary}, but this query is longer than the largest length: eager only")
+        else:
+            print(f"compiled {compiled.summary}; this query is padded to {padded} tokens")
+            compiled_rows = layers()
+    last = last_c = 0.0
     for name, ms in rows.items():
-        print(f"{name:<8} {ms:7.1f} ms  (+{ms - last:5.1f})")
+        line = f"{name:<8} {ms:7.1f} ms  (+{ms - last:5.1f})"
+        if compiled_rows:
+            c = compiled_rows[name]
+            line += f"   compiled {c:7.1f} ms  (+{c - last_c:5.1f})  eager/compiled {ms / c:4.2f}"
+            last_c = c
+        print(line)
         last = ms
 
 

@@ -43,7 +43,7 @@ class ScaleConfig:
 
 def parse_devices(value: str | None) -> tuple[str, ...]:
     """``cuda:0,cuda:1`` -> ("cuda:0", "cuda:1"); each checked to exist here."""
-    from .models import select_device
+    from .devices import select_device
 
     if not value:
         return ()

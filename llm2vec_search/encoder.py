@@ -20,19 +20,10 @@ import numpy as np
 import torch
 
 from .bidirectional import set_bidirectional
+from .devices import DTYPE_NAMES, cpu_has_fast_bf16, select_device, select_dtype  # noqa: F401 (re-exported)
 from .errors import UsageError
 from .manifest import fingerprint
-from .models import (  # noqa: F401 (cpu_has_fast_bf16, quiet_peft: re-exported for older imports)
-    DEFAULT_ENCODER,
-    DTYPE_NAMES,
-    ModelSource,
-    cpu_has_fast_bf16,
-    load_model_and_tokenizer,
-    quiet_peft,
-    resolve,
-    select_device,
-    select_dtype,
-)
+from .models import DEFAULT_ENCODER, ModelSource, load_model_and_tokenizer, quiet_peft, resolve  # noqa: F401 (re-exported)
 from .pooling import POOLING_MODES, pool
 
 log = logging.getLogger(__name__)
@@ -116,6 +107,7 @@ class Encoder:
         if config.pooling == "eos" and tokenizer.eos_token_id is not None and not self._suffix:
             self._suffix = [tokenizer.eos_token_id]  # eos pooling needs an EOS token to pool
         self._pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        self._compiled = None  # a CompiledForward once compile() succeeded
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -221,11 +213,25 @@ class Encoder:
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Pooled (not normalized) embeddings of one batch, float32 (B, H); gradients flow."""
-        out = self.model(
-            input_ids=batch.input_ids.to(self.device), attention_mask=batch.attention_mask.to(self.device)
-        )
-        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        hidden = None if self._compiled is None else self._compiled(batch.input_ids, batch.attention_mask)
+        if hidden is None:  # eager: not compiled, or a batch outside the compiled shapes, or training
+            out = self.model(
+                input_ids=batch.input_ids.to(self.device), attention_mask=batch.attention_mask.to(self.device)
+            )
+            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return pool(hidden, batch.pool_mask.to(self.device), self.config.pooling)
+
+    def compile(self, lengths: Sequence[int] | None = None, max_rows: int = 32, backend: str = "inductor"):
+        """torch.compile the forward for batches of up to ``max_rows`` texts of at most ``max(lengths)``
+        tokens (padded up to the nearest of ``lengths``, default 16, 32, 64, 128), warmed up here
+        (minutes on a CPU); other batches stay eager. Returns the
+        :class:`~llm2vec_search.compiled.CompiledForward` (``.seconds``, ``.summary``), or None when
+        compilation failed: one warning is logged and the eager forward is kept."""
+        from .compiled import LENGTHS, compile_forward
+
+        self._compiled = compile_forward(self.model, self._pad_id, lengths=lengths or LENGTHS, max_rows=max_rows,
+                                         max_length=self.config.max_length, backend=backend)
+        return self._compiled
 
     @torch.inference_mode()
     def encode(

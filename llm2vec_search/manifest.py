@@ -23,10 +23,10 @@ _VERSIONED = ("llm2vec-search", "torch", "transformers", "peft", "faiss-cpu", "f
               "pyarrow", "bm25s")
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape an artifact (those installed)."""
+def library_versions(*extra: str) -> dict[str, str]:
+    """Versions of the libraries that shape an artifact, and of ``extra`` ones (those installed)."""
     out = {"python": platform.python_version()}
-    for name in _VERSIONED:
+    for name in (*_VERSIONED, *extra):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

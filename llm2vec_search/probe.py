@@ -299,7 +299,7 @@ def evaluate_words(
         "vectors": {"train": cache_train, "test": cache_test, "windowed_texts": encoder.stats.windowed},
         "timings": {"load_seconds": round(t_load, 2), "vectors_seconds": round(t_vectors, 2),
                     "probe_seconds": round(t_probe, 2), "total_seconds": round(time.perf_counter() - t0, 2)},
-        "library_versions": {**library_versions(), **_versions("scikit-learn", "seqeval")},
+        "library_versions": library_versions("scikit-learn", "seqeval"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if out is not None:
@@ -313,15 +313,3 @@ def evaluate_words(
         write_text_atomic(out / "predictions.tsv", "\n".join(lines) + "\n")
         write_json_atomic(out / "manifest.json", result)  # last: its presence marks a complete run
     return {**result, "per_tag": per_tag}
-
-
-def _versions(*names: str) -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for n in names:
-        try:
-            out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            pass
-    return out

@@ -56,6 +56,9 @@ class ServeConfig:
     nprobe: int | None = None  # IVF lists visited (None: the index's own); per request too
     ef_search: int | None = None  # HNSW search depth (None: the index's own); per request too
     allowed_hosts: tuple[str, ...] | None = None  # Host header names served (any port); None: any
+    # torch.compile each encoder's forward for batches of up to max_batch queries, warmed up at start
+    # (minutes on a CPU); longer queries and larger batches run eager (llm2vec_search.compiled).
+    compile: bool = False
 
 
 class Overloaded(L2VError):
@@ -191,13 +194,14 @@ class SearchService:
     """
 
     def __init__(self, names: Sequence[str] | None, index_dir: str | Path | None, config: ServeConfig,
-                 encoder_overrides: dict | None = None):
+                 encoder_overrides: dict | None = None, progress: Callable[[str], None] | None = None):
         from .store import list_indexes
 
         names = [check_name(n) for n in names or [m.name for m in list_indexes(index_dir)]]
         if not names:
             raise UsageError("no index to serve (build one with `l2v-search index`)")
         self.config, self.index_dir, self.overrides = config, index_dir, encoder_overrides or {}
+        self.progress = progress or log.info  # start-up lines (serve prints them on stderr)
         self.encoders: dict[str, TextEncoder] = {}
         self.encoder_names: dict[str, str] = {}  # name clients use -> fingerprint
         self.indexes = {n: self._open(n) for n in names}
@@ -218,8 +222,19 @@ class SearchService:
                 self.encoders[fp] = idx.load_encoder(**self.overrides)
                 label = encoder_name(idx.manifest.encoder["spec"])
                 self.encoder_names[label if label not in self.encoder_names else f"{label}@{fp}"] = fp
+                if self.config.compile:
+                    self._compile(self.encoders[fp], label)
             idx._encoder = self.encoders[fp]
         return idx
+
+    def _compile(self, encoder: TextEncoder, label: str) -> None:
+        """``serve --compile``: compile and warm up the encoder's forward before it serves (or keep it eager)."""
+        if not hasattr(encoder, "compile"):
+            self.progress(f"encoder {label}: no compiled forward for this kind of encoder; eager")
+            return
+        self.progress(f"encoder {label}: compiling the query forward (minutes on a CPU)")
+        if compiled := encoder.compile(max_rows=self.config.max_batch):
+            self.progress(f"encoder {label}: compiled {compiled.summary}")
 
     def index(self, name: str | None):
         name = name or self.default

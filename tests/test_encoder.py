@@ -56,7 +56,7 @@ def test_bf16_choice_is_measured_once_per_machine(monkeypatch, tmp_path):
     """AVX-512 bf16 without AMX ran bf16 matmuls at 0.55x of fp32 here: the flag alone must not pick bf16."""
     import torch
 
-    from llm2vec_search import models as E
+    from llm2vec_search import devices as E
 
     monkeypatch.setenv("L2V_SEARCH_HOME", str(tmp_path))
     calls = []

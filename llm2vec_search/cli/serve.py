@@ -25,11 +25,15 @@ def serve_cmd(
     ef_search: Annotated[int | None, typer.Option(help="HNSW search depth (default: the index's own).")] = None,
     allowed_host: Annotated[list[str] | None, typer.Option(
         "--allowed-host", help="Host header name to serve besides localhost, 127.0.0.1, [::1] (repeat).")] = None,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the query forward for batches up to "
+                                           "--max-batch, warmed up before serving (minutes on a CPU).")] = False,
 ) -> None:
     """Serve indexes over HTTP: POST /search, POST /search/batch, POST /v1/embeddings (OpenAI-compatible),
     GET /indexes, GET /health, / (page).
 
-    Example: l2v-search serve --index scifact --port 8000
+    Examples:
+      l2v-search serve --index scifact --port 8000
+      l2v-search serve --index scifact --compile
     """
     try:
         import uvicorn
@@ -43,8 +47,8 @@ def serve_cmd(
             ef_search is not None and ef_search < 1):
         raise UsageError("--max-queue, --nprobe and --ef-search must be >= 1 and --request-timeout >= 0")
     config = ServeConfig(max_batch, batch_window_ms, not no_micro_batching, max_queue, request_timeout or None,
-                         nprobe, ef_search, allowed_hosts(host, allowed_host or []))
-    service = SearchService(index, index_dir, config)
+                         nprobe, ef_search, allowed_hosts(host, allowed_host or []), compile=compile_)
+    service = SearchService(index, index_dir, config, progress=err.print)
     err.print(f"serving {', '.join(service.indexes)} on http://{host}:{port}")
     from .. import serve_record
     from ..store import index_home

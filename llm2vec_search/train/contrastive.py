@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from ..bidirectional import set_bidirectional
+from ..devices import select_device
 from ..encoder import Encoder, EncoderConfig
 from ..errors import UsageError
-from ..models import load_model_and_tokenizer, resolve, select_device
+from ..models import load_model_and_tokenizer, resolve
 from . import common
 from .loop import LoopConfig, check_every, choose_bf16, run_fingerprints, train_loop
 from .losses import InfoNCE, cached_contrastive_backward

@@ -61,7 +61,7 @@ def check_every(**values: int | None) -> None:
 
 def choose_bf16(bf16: bool | None, device: torch.device) -> bool:
     """bf16 autocast: as asked, else on a GPU, or on a CPU that runs it fast."""
-    from ..encoder import cpu_has_fast_bf16
+    from ..devices import cpu_has_fast_bf16
 
     if bf16 is None and device.type == "cpu":
         return cpu_has_fast_bf16()

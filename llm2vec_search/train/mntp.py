@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from ..bidirectional import set_bidirectional
+from ..devices import select_device
 from ..errors import UsageError
-from ..models import load_model_and_tokenizer, resolve, select_device
+from ..models import load_model_and_tokenizer, resolve
 from . import common
 from .loop import LoopConfig, check_every, choose_bf16, epoch_order, run_fingerprints, train_loop
 
