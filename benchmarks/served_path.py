@@ -48,6 +48,9 @@ def main() -> None:
     p.add_argument("--queries", type=Path, default=Path("/work/shared/data/scifact/queries.jsonl"))
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="time the layers eager, then compiled, side by side")
+    p.add_argument("--lengths", default=None,
+                   help="compile only these length buckets for one row, e.g. 32 (one graph: a quick measurement; "
+                        "default: every bucket and batch size, as serve --compile)")
     a = p.parse_args()
     query = json.loads(a.queries.read_text().splitlines()[0])["text"]
     svc = SearchService([a.index], a.index_dir, ServeConfig())
@@ -76,7 +79,10 @@ def main() -> None:
     print(f"query: {query!r}; {batch.input_ids.shape[1]} tokens with the instruction; torch threads "
           f"{torch.get_num_threads()}, {enc.dtype}")
     if a.compile:
-        compiled = enc.compile(max_rows=svc.config.max_batch)  # as serve --compile does
+        if a.lengths:
+            compiled = enc.compile([int(n) for n in a.lengths.split(",")], max_rows=1)
+        else:
+            compiled = enc.compile(max_rows=svc.config.max_batch)  # as serve --compile does
         padded = compiled and compiled.bucket(1, batch.input_ids.shape[1])
         if compiled is None:
             print("compile failed (the warning above says why): eager only")
