@@ -30,3 +30,16 @@ def test_a_bm25_query_imports_neither_torch_nor_faiss(tmp_path, tiny_encoder):
     assert proc.returncode == 0, proc.stderr
     *hits, loaded = proc.stdout.strip().splitlines()
     assert json.loads(hits[0]) and loaded == "[]", (loaded, proc.stderr)
+
+
+def test_index_output_has_no_library_debug_chatter(tmp_path, tiny_model_dir):
+    """bm25s sets its logger to DEBUG when imported: a fresh `index` process must not print it."""
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"_id": f"d{i}", "text": f"the cat number {i} sleeps"}) for i in range(12)))
+    proc = subprocess.run([sys.executable, "-c", "from llm2vec_search.cli import main; main()", "index", str(corpus),
+                           "--name", "docs", "--index-dir", str(tmp_path / "idx"), "--model", str(tiny_model_dir)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "L2V_SEARCH_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "idx" / "docs" / "CURRENT").exists()
+    assert "DEBUG" not in proc.stderr and "Building index" not in proc.stderr, proc.stderr
