@@ -144,7 +144,7 @@ def _worker(job: ShardJob, model: str, overrides: dict[str, Any], shards: list[i
     from .encoder import load_encoder
 
     encoder = load_encoder(model, **overrides)
-    for _ in job.embed(encoder, job.pending(shards)):
+    for _ in job.embed(lambda: encoder, job.pending(shards)):
         pass
     return encoder.stats.tokens
 

@@ -235,21 +235,24 @@ class ShardJob:
             docs = docs.take(pa.array(keep, pa.int64()))
         return docs.select(["id", "title", "text"])
 
-    def embed(self, encoder, shards: list[int], progress=None) -> Iterator[tuple[int, int, int]]:
+    def embed(self, encoder: Callable[[], Any], shards: list[int], progress=None) -> Iterator[tuple[int, int, int]]:
         """Embed and write ``shards``, yielding (shard, documents embedded, documents reused) as
-        each is written. Consecutive shards are encoded together, up to :data:`ENCODE_GROUP_DOCS`
-        fresh documents at a time, so that the encoder sorts enough texts by length to fill its
-        batches (one small shard at a time pads more and leaves a part-full batch per shard)."""
+        each is written; ``encoder()`` gives the encoder, called only when a document needs it.
+        Consecutive shards are encoded together, up to :data:`ENCODE_GROUP_DOCS` fresh documents
+        at a time, so that the encoder sorts enough texts by length to fill its batches (one small
+        shard at a time pads more and leaves a part-full batch per shard)."""
         group: list[tuple[int, pa.Table]] = []
+        n_fresh = 0
         for i, s in enumerate(shards):
             group.append((s, self.fresh(s)))
-            if i + 1 < len(shards) and sum(t.num_rows for _, t in group) < ENCODE_GROUP_DOCS:
+            n_fresh += group[-1][1].num_rows
+            if i + 1 < len(shards) and n_fresh < ENCODE_GROUP_DOCS:
                 continue
             fresh = pa.concat_tables([t for _, t in group])
-            embedded = embed_chunks(encoder, fresh, self.chunk, progress=progress) if fresh.num_rows else None
+            embedded = embed_chunks(encoder(), fresh, self.chunk, progress=progress) if n_fresh else None
             for s_, rows in _split_rows(embedded, group):
                 yield (s_, *self.write(s_, rows))
-            group = []
+            group, n_fresh = [], 0
 
     def write(self, s: int, embedded: pa.Table | None) -> tuple[int, int]:
         """Write shard ``s`` from ``embedded`` (the chunk rows of :meth:`fresh`) and the previous
@@ -304,16 +307,16 @@ class InProcess:
         self.encoder, self.load = encoder, load
 
     def embed(self, job: ShardJob, shards: list[int], show_progress: bool) -> dict[str, int]:
-        tokens = 0
+        before = self.encoder.stats.tokens if self.encoder is not None else 0
         with EmbedProgress(sum(job.documents(s).num_rows for s in shards), show_progress) as bar:
-            if self.encoder is None and any(job.fresh(s).num_rows for s in shards):
-                self.encoder = self.load()
-            before = self.encoder.stats.tokens if self.encoder is not None else 0
-            for _, n_fresh, n_reused in job.embed(self.encoder, shards, progress=bar.advance):
+            for _, n_fresh, n_reused in job.embed(self._encoder, shards, progress=bar.advance):
                 bar.advance(n_fresh + n_reused, 0)
-            if self.encoder is not None:
-                tokens = self.encoder.stats.tokens - before
-        return {"tokens": tokens}
+        return {"tokens": self.encoder.stats.tokens - before if self.encoder is not None else 0}
+
+    def _encoder(self):
+        if self.encoder is None:
+            self.encoder = self.load()
+        return self.encoder
 
     def describe(self) -> dict[str, Any]:
         devices = [str(self.encoder.device)] if self.encoder is not None else []
