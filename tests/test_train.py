@@ -353,6 +353,24 @@ def test_validation_split_holds_exactly_the_queries_training_held_out(tmp_path, 
         assert capsys.readouterr().err.startswith("error: ")
 
 
+def test_validation_split_sample_corpus_keeps_every_judged_document(tmp_path):
+    from llm2vec_search.evaluate import load_beir
+
+    folder = write_beir(tmp_path / "data" / "toy", n_docs=40, n_queries=12)
+    (folder / "qrels" / "train.tsv").write_text((folder / "qrels" / "test.tsv").read_text())
+    recipe = _recipe("validation_split")
+    runs = []
+    for out, seed in ((tmp_path / "a" / "toy", 1), (tmp_path / "b" / "toy", 1), (tmp_path / "c" / "toy", 2)):
+        assert recipe.main([str(folder), str(out), "--holdout", "3", "--sample-corpus", "5", "--seed", str(seed)]) == 0
+        assert not (out / "corpus.jsonl").is_symlink()
+        _, qrels, _ = load_beir(out, "val")
+        corpus = {json.loads(line)["_id"] for line in (out / "corpus.jsonl").read_text().splitlines()}
+        judged = {d for rel in qrels.values() for d in rel}
+        assert judged <= set(corpus) and len(corpus) == len(judged) + 5
+        runs.append(set(corpus))
+    assert runs[0] == runs[1] and runs[0] != runs[2]  # seeded
+
+
 def test_keyword_pairs_query_a_rare_title_word_and_negatives_never_name_it(tmp_path, tiny_model_dir):
     from llm2vec_search.train.pairs import beir_title_pairs, words
 
