@@ -11,11 +11,9 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,9 @@ _VERSIONED = ("llm2vec-search", "torch", "transformers", "peft", "faiss-cpu", "f
 
 def library_versions(*extra: str) -> dict[str, str]:
     """Versions of the libraries that shape an artifact, and of ``extra`` ones (those installed)."""
+    import platform  # here, not at the top: a query answered by a server never needs them
+    from importlib import metadata
+
     out = {"python": platform.python_version()}
     for name in (*_VERSIONED, *extra):
         try:

@@ -90,8 +90,7 @@ def _server(queries: Sequence[str], cfg: QueryConfig, note) -> tuple[str | None,
     if not portable:
         return None, None
     from . import serve_record
-    from .search import resolve_index_name
-    from .store import index_home
+    from .names import index_home, resolve_index_name
 
     name = resolve_index_name(cfg.index, cfg.index_dir)
     url, notes = serve_record.find(index_home(cfg.index_dir), name)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import IndexStateError, UsageError
 from .fusion import DEFAULT_FUSION, Fusion, fuse
+from .names import resolve_index_name
 from .protocols import TextEncoder
 from .store import (
     BM25_DIR,
@@ -27,9 +28,7 @@ from .store import (
     IndexStore,
     Lookups,
     Opened,
-    check_name,
     index_home,
-    list_indexes,
 )
 
 MODES = ("dense", "bm25", "hybrid")
@@ -317,15 +316,3 @@ def load_index_encoder(manifest: IndexManifest, **overrides) -> TextEncoder:
     enc = load_encoder(recorded["spec"], **{**settings, **overrides})
     manifest.check(enc)
     return enc
-
-
-def resolve_index_name(name: str | None, index_dir: str | Path | None = None) -> str:
-    """``name`` (checked), or the only finished index in the index home (an error naming them otherwise)."""
-    if name is not None:
-        return check_name(name)
-    home = index_home(index_dir)
-    found = list_indexes(home)
-    if len(found) != 1:
-        names = ", ".join(m.name for m in found) or "none"
-        raise UsageError(f"{len(found)} indexes in {home} ({names}): choose one with --index")
-    return found[0].name

@@ -34,7 +34,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -49,10 +48,19 @@ import pyarrow.parquet as pq
 
 from .errors import IndexStateError, UsageError
 from .manifest import as_dict, atomic, diff, fingerprint, write_json_atomic
+from .names import (  # noqa: F401 (re-exported: the store's layout and names)
+    CURRENT,
+    FORMAT,
+    KIND,
+    MANIFEST,
+    check_name,
+    index_home,
+    safe_name,
+)
+from .names import GENERATION_RE as _GENERATION
+from .names import NAME_RE as _NAME
 
-KIND = "llm2vec-search.index"
-FORMAT = 2  # 1: one folder per index, before generations (not readable: rebuild)
-LOCK, CURRENT, READERS, BUILD, MANIFEST = "LOCK", "CURRENT", ".readers", "build.json", "manifest.json"
+LOCK, READERS, BUILD = "LOCK", ".readers", "build.json"
 DOCS_FILE, SHARD_DIR, FAISS_FILE, BM25_DIR = "documents.parquet", "shards", "index.faiss", "bm25"
 DOCS_LOOKUP, CHUNKS_LOOKUP = "documents.arrow", "chunks.arrow"
 VECTORS_FILE = "vectors.npy"  # the float vectors beside the codes of an int8/binary index
@@ -61,28 +69,6 @@ LEGACY = (MANIFEST, DOCS_FILE, SHARD_DIR, FAISS_FILE, BM25_DIR, "update.json", "
           "previous-shards", "next-documents.parquet", "documents.staged.parquet")  # format 1, at the top
 DOC_SCHEMA = pa.schema([("id", pa.string()), ("title", pa.string()), ("text", pa.string()), ("hash", pa.string())])
 CHUNK_SCHEMA = pa.schema([("doc", pa.int64()), ("chunk", pa.int32()), ("start", pa.int32()), ("end", pa.int32())])
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
-_GENERATION = re.compile(r"gen-(\d{6,})")
-
-
-# -- names -------------------------------------------------------------------------------------
-def check_name(name: str) -> str:
-    """``name`` if it is a valid index name (``[A-Za-z0-9_.-]``, not ``.`` or ``..``), else a UsageError."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
-        raise UsageError(f"invalid index name {name!r}: use letters, digits, '_', '.' and '-' "
-                         "(at most 200, not '.' or '..')")
-    return name
-
-
-def safe_name(text: str) -> str:
-    """A valid index name made from any text (a corpus file or dataset folder name)."""
-    name = re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-")[:200]
-    return name if name not in ("", ".", "..") else "index"
-
-
-def index_home(index_dir: str | Path | None = None) -> Path:
-    """``--index-dir``, else ``$L2V_SEARCH_INDEX_DIR``, else ``./indexes``."""
-    return Path(index_dir or os.environ.get("L2V_SEARCH_INDEX_DIR") or "indexes")
 
 
 # -- formulas ----------------------------------------------------------------------------------

@@ -124,3 +124,30 @@ def test_serve_leaves_a_record_while_it_runs(home):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     assert not record.exists()
+
+
+PROBE = """
+import json, sys
+sys.argv = ["l2v-search", *sys.argv[1:]]
+from llm2vec_search.cli import main
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+heavy = [m for m in ("numpy", "pyarrow", "faiss", "torch", "transformers") if m in sys.modules]
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["only-index", "named"])
+def test_a_query_through_a_server_loads_no_numpy_pyarrow_faiss_or_torch(home, url, named):
+    record = serve_record.write(home, url, ["docs"])
+    try:
+        args = [QUERIES[0], "--index-dir", str(home), "--json", *(["--index", "docs"] if named else [])]
+        proc = subprocess.run([sys.executable, "-c", PROBE, "query", *args], capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        serve_record.remove(record)
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert report == {"code": 0, "heavy": []}, proc.stderr
+    assert json.loads(proc.stdout)["results"], proc.stdout

@@ -161,7 +161,7 @@ def remove_cmd(
 
     Example: l2v-search remove doc-17 doc-42 --index docs
     """
-    from ..search import resolve_index_name
+    from ..names import resolve_index_name
     from ..update import remove_documents
 
     wanted = list(ids or [])
