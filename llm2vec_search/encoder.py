@@ -21,50 +21,21 @@ import torch
 
 from .bidirectional import set_bidirectional
 from .devices import DTYPE_NAMES, cpu_has_fast_bf16, select_device, select_dtype  # noqa: F401 (re-exported)
+from .encoding import (  # noqa: F401 (re-exported: their home before encoding.py)
+    POOLING_MODES,
+    EncoderConfig,
+    EncodeStats,
+    Tokenized,
+    identity_fingerprint,
+    plan_batches,
+    special_tokens,
+)
 from .errors import UsageError
-from .manifest import fingerprint
 from .models import DEFAULT_ENCODER, ModelSource, load_model_and_tokenizer, quiet_peft, resolve  # noqa: F401 (re-exported)
-from .pooling import POOLING_MODES, pool
+from .pooling import pool
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclasses.dataclass(frozen=True)
-class EncoderConfig:
-    pooling: str = "mean"  # one of POOLING_MODES
-    max_length: int = 512  # tokens per sequence, instruction and special tokens included
-    normalize: bool = True  # L2-normalize embeddings (inner product == cosine)
-    causal: bool = False  # keep the LLM's causal attention (the paper's "Uni" baseline)
-    query_instruction: str = ""  # attended to, excluded from pooling
-    document_instruction: str = ""
-    dtype: str = "auto"  # auto: bf16 on CUDA and on CPUs where it measures faster than fp32, else fp32
-    device: str = "auto"  # auto: cuda if available, else cpu
-    # Padded tokens per forward pass; None: 4096 on a CPU (cache-friendly: 10% more tokens/s than
-    # 8192 on a 2-core EPYC, benchmarks/README.md) and 16384 on a GPU; never below max_length.
-    batch_tokens: int | None = None
-    max_batch_size: int = 128
-    attn_implementation: str | None = None  # None: transformers' default (sdpa where supported)
-    trust_remote_code: bool = False
-
-    def __post_init__(self):
-        if self.pooling not in POOLING_MODES:
-            raise UsageError(f"unknown pooling {self.pooling!r}; valid pooling modes are: {', '.join(POOLING_MODES)}")
-        if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
-            raise UsageError(f"unknown dtype {self.dtype!r}; valid: auto, {', '.join(DTYPE_NAMES)}")
-        if self.max_length < 8:
-            raise UsageError(f"max_length must be at least 8 tokens, got {self.max_length}")
-        if self.batch_tokens is not None and self.batch_tokens < self.max_length:
-            raise UsageError(f"batch_tokens ({self.batch_tokens}) must be >= max_length ({self.max_length})")
-
-
-@dataclasses.dataclass
-class EncodeStats:
-    texts: int = 0
-    tokens: int = 0  # real tokens, instructions included
-    padded_tokens: int = 0
-    truncated: int = 0  # texts cut to max_length (reported, never silent)
-    windowed: int = 0  # texts encoded token by token in overlapping windows (encode_tokens)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,22 +46,7 @@ class Batch:
     pool_mask: torch.Tensor  # (B, T) 1 = token pooled (text, not instruction)
 
 
-def plan_batches(lengths: Sequence[int], batch_tokens: int, max_batch_size: int) -> list[list[int]]:
-    """Group indices, longest first, so that rows x longest row <= batch_tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, current = [], []
-    for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
-        if current and ((len(current) + 1) * longest > batch_tokens or len(current) >= max_batch_size):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
-class Encoder:
+class Encoder(Tokenized):
     """A decoder LLM turned text encoder. Build with :func:`load_encoder`."""
 
     def __init__(self, model, tokenizer, config: EncoderConfig, source: ModelSource | None = None):
@@ -103,7 +59,7 @@ class Encoder:
         self.batch_tokens = max(config.batch_tokens or default_tokens, config.max_length)
         self.dtype = next(model.parameters()).dtype
         self.stats = EncodeStats()
-        self._prefix, self._suffix = _special_tokens(tokenizer)
+        self._prefix, self._suffix = special_tokens(tokenizer)
         if config.pooling == "eos" and tokenizer.eos_token_id is not None and not self._suffix:
             self._suffix = [tokenizer.eos_token_id]  # eos pooling needs an EOS token to pool
         self._pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
@@ -138,51 +94,9 @@ class Encoder:
 
     @property
     def fingerprint(self) -> str:
-        ident = self.identity()
-        ident.pop("dtype")  # bf16 and fp32 vectors are interchangeable (cosine >= 0.998)
-        ident["model"] = {k: v for k, v in ident["model"].items() if k not in ("base", "spec")} | {
-            "adapters": [a["sha256"] for a in ident["model"].get("adapters", [])]
-        }
-        return fingerprint([ident])
+        return identity_fingerprint(self.identity())
 
     # -- tokenization -----------------------------------------------------------------------
-    def _ids(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Token counts of ``texts`` alone (no instruction, no special tokens)."""
-        return [len(x) for x in self._ids(texts)]
-
-    def text_budget(self, instruction: str | None = None) -> int:
-        """How many text tokens fit in one sequence next to ``instruction`` and special tokens."""
-        n_instr = len(self._ids([instruction])[0]) if instruction else 0
-        return self.config.max_length - n_instr - len(self._prefix) - len(self._suffix)
-
-    def tokenize(
-        self, texts: Sequence[str], instruction: str | Sequence[str | None] | None = None
-    ) -> tuple[list[list[int]], list[int]]:
-        """Sequences of ids and, for each, where the pooled text starts; truncation is counted.
-
-        ``instruction`` is one string for all texts, or one (or None) per text.
-        """
-        per_text = [instruction] * len(texts) if instruction is None or isinstance(instruction, str) else instruction
-        if len(per_text) != len(texts):
-            raise UsageError(f"{len(per_text)} instructions for {len(texts)} texts")
-        distinct = sorted({i for i in per_text if i})
-        instr_ids = dict(zip(distinct, self._ids(distinct))) if distinct else {}
-        seqs, starts = [], []
-        for ids, instr in zip(self._ids(texts), per_text):
-            head = self._prefix + instr_ids.get(instr, [])
-            budget = self.config.max_length - len(head) - len(self._suffix)
-            if budget < 1:
-                raise UsageError(f"the instruction alone fills max_length={self.config.max_length} tokens")
-            if len(ids) > budget:
-                self.stats.truncated += 1
-                ids = ids[:budget]
-            seqs.append(head + ids + self._suffix)
-            starts.append(len(head))
-        return seqs, starts
-
     def _collate(self, seqs, starts, rows: list[int]) -> Batch:
         width = max(len(seqs[i]) for i in rows)
         ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
@@ -292,20 +206,11 @@ class Encoder:
         return self.encode(docs, self.config.document_instruction or None, **kw)
 
 
-def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
-    """The ids the tokenizer itself adds around a text (e.g. Gemma's <bos>), found by asking it."""
-    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
-    full = tokenizer("x", add_special_tokens=True)["input_ids"]
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return list(full[:start]), list(full[start + len(plain) :])
-    return [], []
-
-
-def load_encoder(spec: str = DEFAULT_ENCODER, **overrides: Any) -> Encoder:
+def load_encoder(spec: str = DEFAULT_ENCODER, **overrides: Any):
     """Load an encoder from a ``--model`` spec; ``overrides`` are :class:`EncoderConfig` fields.
 
-    Defaults come from the encoder's manifest when the spec names a trained encoder.
+    Defaults come from the encoder's manifest when the spec names a trained encoder. ``dtype="int8"``
+    gives an :class:`~llm2vec_search.int8.Int8Encoder` (ONNX Runtime), built and cached on first use.
     """
     source = resolve(spec)
     defaults = {}
@@ -313,6 +218,12 @@ def load_encoder(spec: str = DEFAULT_ENCODER, **overrides: Any) -> Encoder:
         fields = {f.name for f in dataclasses.fields(EncoderConfig)}
         defaults = {k: v for k, v in source.encoder.get("encoder", {}).items() if k in fields}
     config = EncoderConfig(**{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+    if config.dtype == "int8":
+        return _load_int8(source, config)
+    return _load_torch(source, config)
+
+
+def _load_torch(source: ModelSource, config: EncoderConfig) -> Encoder:
     device = select_device(config.device)
     dtype = select_dtype(config.dtype, device)
     model, tokenizer = load_model_and_tokenizer(
@@ -322,3 +233,21 @@ def load_encoder(spec: str = DEFAULT_ENCODER, **overrides: Any) -> Encoder:
     model.eval()
     set_bidirectional(model, enabled=not config.causal)
     return Encoder(model, tokenizer, config, source)
+
+
+def _load_int8(source: ModelSource, config: EncoderConfig):
+    """The int8 encoder of ``source``: from the cache, or built from the fp32 model (once)."""
+    from . import int8
+
+    if config.device not in ("auto", "cpu"):
+        raise UsageError(f"--dtype int8 runs on the CPU (ONNX Runtime): not with --device {config.device}")
+    int8.onnxruntime_version()  # a clear line now if onnxruntime is missing
+    identity = {"model": {**source.identity(), "weights_sha256": source.weights_sha256()},
+                "pooling": config.pooling, "causal": config.causal}
+    entry = int8.entry_dir(identity)
+    if not int8.is_complete(entry):
+        from .int8_build import build
+
+        float_config = dataclasses.replace(config, dtype="fp32", device="cpu", attn_implementation="eager")
+        build(_load_torch(source, float_config))
+    return int8.Int8Encoder(entry, config, source)

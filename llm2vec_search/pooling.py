@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-POOLING_MODES = ("mean", "weighted_mean", "eos", "bos")
+from .encoding import POOLING_MODES
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:

@@ -40,6 +40,7 @@ class QueryConfig:
     rescore_multiplier: int | None = None  # int8/binary indexes; None: the one recorded in the index
     server: str | None = None  # a server's URL; None: a live server recorded in the index home, if any
     use_server: bool = True  # False: always search in this process
+    dtype: str | None = None  # the query encoder's dtype; None: the index's (search.load_index_encoder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,18 +72,19 @@ def answer(queries: Sequence[str], cfg: QueryConfig, note: Callable[[str], None]
                 if cfg.server is not None:
                     raise
                 note(f"note: {e}; searching in this process")
-    return _in_process(queries, cfg)
+    return _in_process(queries, cfg, note)
 
 
 def _server(queries: Sequence[str], cfg: QueryConfig, note) -> tuple[str | None, str | None]:
     """The server to ask and the index name to send (``None, None``: search here)."""
     texts = [*queries, cfg.instruction or ""]
     portable = (cfg.fusion in (None, DEFAULT_FUSION) and cfg.nprobe is None and cfg.ef_search is None
-                and cfg.vectors is None and cfg.rescore_multiplier is None and cfg.k <= SERVER_MAX_K
+                and cfg.vectors is None and cfg.dtype is None and cfg.rescore_multiplier is None
+                and cfg.k <= SERVER_MAX_K
                 and all(len(t) <= SERVER_MAX_CHARS for t in texts))
     if cfg.server is not None:
         if not portable:
-            raise UsageError("--fusion/--alpha other than the default, --nprobe, --ef-search, --vectors, "
+            raise UsageError("--fusion/--alpha other than the default, --nprobe, --ef-search, --vectors, --dtype, "
                              "--rescore-multiplier, -k over "
                              f"{SERVER_MAX_K} and queries over {SERVER_MAX_CHARS} characters are not sent to a "
                              "server: drop --server to search in this process")
@@ -117,12 +119,14 @@ def _remote(url: str, name: str, queries: Sequence[str], cfg: QueryConfig) -> An
     return Answer(name, mode, DEFAULT_FUSION if mode == "hybrid" else None, hits, url)
 
 
-def _in_process(queries: Sequence[str], cfg: QueryConfig) -> Answer:
+def _in_process(queries: Sequence[str], cfg: QueryConfig, note: Callable[[str], None] | None = None) -> Answer:
     from .search import SearchIndex
 
     # FAISS is read only for a dense side: a BM25 query imports neither faiss nor torch.
     idx = SearchIndex.open(cfg.index, cfg.index_dir, vectors=cfg.mode != "bm25")
     mode = idx.resolve_mode(cfg.mode)
+    if mode != "bm25" and idx.dense:
+        idx.load_encoder(note, **({"dtype": cfg.dtype} if cfg.dtype else {}))
     fusion = (cfg.fusion or DEFAULT_FUSION) if mode == "hybrid" else None
     hits = idx.search(list(queries), cfg.k, instruction=cfg.instruction, mode=mode, fusion=fusion,
                       nprobe=cfg.nprobe, ef_search=cfg.ef_search, vectors=cfg.vectors,

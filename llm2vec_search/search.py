@@ -11,7 +11,8 @@ k·M, rescored with the float vectors) instead of FAISS alone.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from .store import (
     index_home,
 )
 
+log = logging.getLogger(__name__)
 MODES = ("dense", "bm25", "hybrid")
 HYBRID_DEPTH = 100  # hits taken from each side before fusing (k where k is larger)
 
@@ -137,10 +139,10 @@ class SearchIndex:
     def encoder_fingerprint(self) -> str:
         return self.manifest.encoder["fingerprint"]
 
-    def load_encoder(self, **overrides) -> TextEncoder:
+    def load_encoder(self, note: Callable[[str], None] | None = None, **overrides) -> TextEncoder:
         """The encoder recorded in the manifest (loaded once), checked against the index."""
         if self._encoder is None:
-            self._encoder = load_index_encoder(self.manifest, **overrides)
+            self._encoder = load_index_encoder(self.manifest, note, **overrides)
         return self._encoder
 
     def check_encoder(self, encoder: TextEncoder) -> None:
@@ -306,13 +308,39 @@ def _check(queries: Sequence[str], k: int, mode: str) -> None:
         raise UsageError("empty query")
 
 
-def load_index_encoder(manifest: IndexManifest, **overrides) -> TextEncoder:
-    """Load the encoder an index manifest records, with its settings, and check it is the same."""
-    from .encoder import load_encoder
+def load_index_encoder(manifest: IndexManifest, note: Callable[[str], None] | None = None,
+                       **overrides) -> TextEncoder:
+    """Load the encoder an index manifest records, with its settings, and check it is the same.
 
+    The dtype follows the index: an index built with int8 gets the int8 encoder (from its cache,
+    without torch), any other the float one (``auto``). A ``dtype`` override of the other kind
+    (float on an int8 index, int8 on a float one) is allowed, since both come from the same
+    weights, and reported through ``note`` (default: a logged warning)."""
     recorded = manifest.encoder
     settings = {k: recorded[k] for k in ("pooling", "max_length", "causal", "normalize", "query_instruction",
                                          "document_instruction") if k in recorded}
-    enc = load_encoder(recorded["spec"], **{**settings, **overrides})
-    manifest.check(enc)
+    asked = overrides.pop("dtype", None)
+    built_int8 = recorded.get("dtype") == "int8"
+    use_int8 = asked == "int8" or (asked in (None, "auto") and built_int8)
+    enc = None
+    if use_int8 and built_int8:
+        from .encoding import EncoderConfig
+        from .int8 import open_int8
+
+        config = EncoderConfig(**{**settings, **{k: v for k, v in overrides.items() if v is not None}, "dtype": "int8"})
+        if config.device in ("auto", "cpu"):
+            enc = open_int8(recorded, config)  # torch-free when the int8 model is cached
+    if enc is None:
+        from .encoder import load_encoder
+
+        enc = load_encoder(recorded["spec"], **{**settings, **overrides, "dtype": "int8" if use_int8 else asked})
+    if use_int8 == built_int8:
+        manifest.check(enc)
+        return enc
+    found = enc.identity()["dtype"]
+    if getattr(enc, "float_fingerprint", enc.fingerprint) != recorded.get("float_fingerprint", recorded["fingerprint"]):
+        manifest.check(enc)  # a different encoder altogether: the usual error, naming what differs
+    line = (f"note: index {manifest.name!r} was built with {recorded.get('dtype')} vectors; "
+            f"these queries are encoded in {found} (--dtype)")
+    (note or log.warning)(line)
     return enc

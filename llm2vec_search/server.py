@@ -219,7 +219,7 @@ class SearchService:
         if idx.dense:
             fp = idx.encoder_fingerprint
             if fp not in self.encoders:
-                self.encoders[fp] = idx.load_encoder(**self.overrides)
+                self.encoders[fp] = idx.load_encoder(self.progress, **self.overrides)
                 label = encoder_name(idx.manifest.encoder["spec"])
                 self.encoder_names[label if label not in self.encoder_names else f"{label}@{fp}"] = fp
                 if self.config.compile:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from . import app, err, out
-from .options import DEFAULT_MODEL, Json, Model, RescoreMultiplier, print_json
+from .options import DEFAULT_MODEL, Dtype, Json, Model, RescoreMultiplier, print_json
 
 IndexDir = Annotated[
     str | None, typer.Option("--index-dir", help="Index home (default $L2V_SEARCH_INDEX_DIR or ./indexes).")
@@ -65,6 +65,7 @@ def index_cmd(
     engine: Annotated[str, typer.Option(help="local | ray (actors on a Ray cluster).")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster (auto, host:port); default local.")] = None,
     no_wait: NoWait = False,
+    dtype: Dtype = "auto",
     json_: Json = False,
 ) -> None:
     """Embed a corpus into Parquet shards and build FAISS (+ BM25) indexes; resumes if interrupted.
@@ -99,13 +100,13 @@ def index_cmd(
             engine, parse_devices(devices), workers, ray_address=ray_address),
             fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
             chunk=chunk, memory_budget=budget, bm25=not no_bm25, wait=not no_wait, vectors=vectors,
-            rescore_multiplier=rescore_multiplier)
+            rescore_multiplier=rescore_multiplier, encoder_overrides={"dtype": dtype})
     else:
         folder = build_index(path, name, index_dir, model, index_type,
                              fields=Fields(id_field, text_field, title_field), skip_invalid=skip_invalid,
                              chunk=chunk, memory_budget=budget, bm25=not no_bm25, part=_parse_part(shard),
                              wait=not no_wait, on_disk=on_disk, vectors=vectors,
-                             rescore_multiplier=rescore_multiplier)
+                             rescore_multiplier=rescore_multiplier, encoder_overrides={"dtype": dtype})
     manifest = IndexManifest.read(folder)
     if manifest is None:
         err.print(f"embedded shard part {shard}; run without --shard to finish the index")

@@ -21,7 +21,11 @@ Pooling = Annotated[
 ]
 Causal = Annotated[bool, typer.Option("--causal", help="Keep causal attention (the paper's 'Uni' baseline).")]
 MaxLength = Annotated[int | None, typer.Option(help="Tokens per sequence (default: the encoder's).")]
-Dtype = Annotated[str, typer.Option(help="auto | bf16 | fp32 | fp16 (auto: bf16 where it measures faster).")]
+Dtype = Annotated[str, typer.Option(help="auto | bf16 | fp32 | fp16 | int8 (auto: bf16 where it measures faster; "
+                                     "int8: ONNX Runtime on the CPU, extra `int8`).")]
+QueryDtype = Annotated[str | None, typer.Option(
+    "--dtype", help="Encode queries in this dtype (default: the index's: int8 for an index built with "
+    "--dtype int8, else auto); another kind than the index's is reported.")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")]
 Mode = Annotated[str | None, typer.Option(
     help="dense | bm25 | hybrid (default: hybrid where the index has BM25 and vectors).")]

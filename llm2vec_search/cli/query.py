@@ -9,7 +9,7 @@ import typer
 from ..errors import UsageError
 from . import app, err, out
 from .index import IndexDir
-from .options import Alpha, FusionMethod, Json, Mode, RescoreMultiplier, make_fusion, print_json
+from .options import Alpha, FusionMethod, Json, Mode, QueryDtype, RescoreMultiplier, make_fusion, print_json
 
 
 @app.command("query")
@@ -27,6 +27,7 @@ def query_cmd(
     vectors: Annotated[str | None, typer.Option(help="float | int8 | binary: the vector type the index must "
                                                 "hold (refused otherwise).")] = None,
     rescore_multiplier: RescoreMultiplier = None,
+    dtype: QueryDtype = None,
     queries: Annotated[str | None, typer.Option("--queries", help="Batch: JSONL or TSV of id and text.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Batch output: jsonl | trec.")] = "jsonl",
     output: Annotated[str | None, typer.Option("--output", "-o", help="Batch output file (default stdout).")] = None,
@@ -49,7 +50,7 @@ def query_cmd(
     if k <= 0:
         raise UsageError(f"-k must be positive, got {k}")
     cfg = QueryConfig(index, index_dir, k, instruction, mode, make_fusion(fusion, alpha), nprobe, ef_search,
-                      vectors, rescore_multiplier, server, not no_server)
+                      vectors, rescore_multiplier, server, not no_server, dtype)
     if queries is not None:
         check_format(fmt)
         rows = read_queries(queries)

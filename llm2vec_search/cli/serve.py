@@ -8,6 +8,7 @@ import typer
 
 from ..errors import UsageError
 from . import app, err
+from .options import QueryDtype
 
 
 @app.command("serve")
@@ -27,6 +28,7 @@ def serve_cmd(
         "--allowed-host", help="Host header name to serve besides localhost, 127.0.0.1, [::1] (repeat).")] = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the query forward for batches up to "
                                            "--max-batch, warmed up before serving (minutes on a CPU).")] = False,
+    dtype: QueryDtype = None,
 ) -> None:
     """Serve indexes over HTTP: POST /search, POST /search/batch, POST /v1/embeddings (OpenAI-compatible),
     GET /indexes, GET /health, / (page).
@@ -48,7 +50,8 @@ def serve_cmd(
         raise UsageError("--max-queue, --nprobe and --ef-search must be >= 1 and --request-timeout >= 0")
     config = ServeConfig(max_batch, batch_window_ms, not no_micro_batching, max_queue, request_timeout or None,
                          nprobe, ef_search, allowed_hosts(host, allowed_host or []), compile=compile_)
-    service = SearchService(index, index_dir, config, progress=err.print)
+    service = SearchService(index, index_dir, config, encoder_overrides={"dtype": dtype} if dtype else None,
+                            progress=err.print)
     err.print(f"serving {', '.join(service.indexes)} on http://{host}:{port}")
     from .. import serve_record
     from ..store import index_home
