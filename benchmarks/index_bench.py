@@ -7,6 +7,9 @@ Flat vs approximate on 1M clustered 576-d vectors lives in scale_bench.py (``ivf
 
     nice -n 10 .venv/bin/python benchmarks/index_bench.py --data /work/shared/data/scifact
     nice -n 10 .venv/bin/python benchmarks/index_bench.py --data DIR --model PATH --limit-queries 20  # smoke
+    nice -n 10 .venv/bin/python benchmarks/index_bench.py --data /work/shared/data/scifact --dtype int8
+
+``--dtype int8`` builds (once, cached) the int8 model before the timing starts.
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ def main() -> None:
     p.add_argument("--model", default=DEFAULT_ENCODER)
     p.add_argument("--limit-queries", type=int, default=0, help="only the first N queries (0: all)")
     p.add_argument("-k", type=int, default=10)
+    p.add_argument("--dtype", default="auto", help="auto | bf16 | fp32 | int8 (the encoder's dtype)")
     a = p.parse_args()
 
-    encoder = load_encoder(a.model)
+    encoder = load_encoder(a.model, dtype=a.dtype)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         folder = build_index(a.data, name="bench", index_dir=tmp, model=a.model, encoder=encoder,
@@ -64,7 +68,8 @@ def main() -> None:
             index.search([q], a.k, encoder=encoder)
             lat.append((time.perf_counter() - t) * 1000)
     out = {
-        "model": a.model, "folder_name": folder.name, "docs": n_docs, "index_wall_s": round(wall, 1),
+        "model": a.model, "dtype": str(encoder.dtype).removeprefix("torch."), "folder_name": folder.name,
+        "docs": n_docs, "index_wall_s": round(wall, 1),
         "docs_per_s": round(n_docs / wall, 1), "tokens_per_s": round(tokens / wall, 1),
         "peak_rss_mb": round(rss_mb), "queries": len(lat),
         "query_p50_ms": round(float(np.percentile(lat, 50)), 1),
