@@ -6,6 +6,8 @@ fresh process, as a person typing queries meets it.
     cache warm        the entry there: one set of weights read, no peft
     bm25              --mode bm25 (no torch, no FAISS)
     via server        `l2v-search serve` running on the same index home: the CLI finds its record
+    int8 one-shot     with ``--int8-index NAME``: the same query against an index built with
+                      ``--dtype int8`` (its int8 model cached; no torch, no transformers)
 
 Each row is the median of --runs calls (cache cold: one call per run, the entry removed before
 each); peak RSS is the child's ``ru_maxrss``. Needs a dense index built with the encoder to
@@ -58,6 +60,8 @@ def main() -> None:
     ap.add_argument("--mode", default="dense")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--int8-index", help="an index of the same corpus built with --dtype int8, timed alongside")
+    ap.add_argument("--skip-merge", action="store_true", help="leave out the merge-each-call and cache-cold rows")
     a = ap.parse_args()
     base = ["query", a.query, "--index-dir", a.index_dir, "--index", a.index, "--json"]
     local = [*base, "--mode", a.mode, "--no-server"]
@@ -74,9 +78,15 @@ def main() -> None:
               f"{', '.join(f'{w:.2f}' for w, _ in rows[name])} s)", flush=True)
 
     timed([*base, "--mode", "bm25", "--no-server"])  # warms the OS file cache
-    measure("merge each call", local, {"L2V_SEARCH_MERGED_CACHE": "0"})
-    measure("cache cold", local, before=lambda: entry and shutil.rmtree(entry, ignore_errors=True))
+    if not a.skip_merge:
+        measure("merge each call", local, {"L2V_SEARCH_MERGED_CACHE": "0"})
+        measure("cache cold", local, before=lambda: entry and shutil.rmtree(entry, ignore_errors=True))
     measure("cache warm", local)
+    if a.int8_index:
+        int8 = ["query", a.query, "--index-dir", a.index_dir, "--index", a.int8_index, "--json", "--mode", a.mode,
+                "--no-server"]
+        timed(int8)  # builds the int8 model if it is not cached yet
+        measure("int8 one-shot", int8)
     measure("bm25", [*base, "--mode", "bm25", "--no-server"])
     server = subprocess.Popen([*CLI, "serve", "--index-dir", a.index_dir, "--index", a.index, "--port", str(a.port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
