@@ -172,3 +172,19 @@ def test_an_int8_index_records_it_and_is_queried_in_int8_without_torch(tiny_mode
     proc = subprocess.run([sys.executable, "-c", PROBE, *query], capture_output=True, text=True, timeout=300, env=env)
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == {"code": 0, "heavy": []}, proc.stderr
     assert json.loads(proc.stdout)["results"] == int8_hits
+
+
+def test_eval_in_int8_keeps_its_own_index_and_scores_like_float(tiny_model_dir, home, tmp_path, monkeypatch, capsys):
+    from conftest import write_beir
+
+    beir = write_beir(tmp_path / "beir")
+    runs = {}
+    for dtype in ("fp32", "int8"):
+        args = ["eval", str(beir), "--model", str(tiny_model_dir), "--dtype", dtype, "--mode", "dense", "--json",
+                "--index-dir", str(tmp_path / "indexes"), "--out", str(tmp_path / dtype)]
+        code, out, err = run_cli(monkeypatch, capsys, *args)
+        assert code == 0, err
+        runs[dtype] = json.loads((tmp_path / dtype / "metrics.json").read_text())
+    assert runs["int8"]["encoder"]["dtype"] == "int8"
+    assert len([p for p in (tmp_path / "indexes").iterdir() if p.name.startswith("eval-")]) == 2
+    assert abs(runs["int8"]["metrics"]["ndcg@10"] - runs["fp32"]["metrics"]["ndcg@10"]) < 0.15
