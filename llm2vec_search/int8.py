@@ -34,7 +34,8 @@ from .models import home
 # their observed range; SmoothQuant first (int8_build.py), calibrated on the bundled sample corpus.
 # Changing any of it changes every key and every int8 fingerprint.
 QUANTIZATION = {"runtime": "onnxruntime", "method": "quantize_dynamic", "weights": "QInt8", "per_channel": True,
-                "smoothquant_alpha": 0.75, "calibration": "sample corpus: 128 documents, 19 queries", "format": 1}
+                "smoothquant_alpha": 0.75, "calibration": "sample corpus: 128 documents, 19 queries"}
+CACHE_FORMAT = 2  # 2: the graph is saved optimized (int8_build.optimize_offline); changes keys only
 META, MODEL, TOKENIZER = "encoder.json", "model.onnx", "tokenizer.json"
 INSTALL = "int8 inference needs onnxruntime: pip install 'llm2vec-search[int8]'"
 
@@ -62,7 +63,7 @@ def graph_key(identity: dict[str, Any]) -> str:
     weights = {k: v for k, v in model.items() if k not in ("base", "spec", "adapters")}
     weights["adapters"] = [a["sha256"] for a in model.get("adapters", [])]
     return fingerprint([weights, identity["pooling"], bool(identity["causal"]), QUANTIZATION,
-                        onnxruntime_version()])
+                        onnxruntime_version(), CACHE_FORMAT])
 
 
 def entry_dir(identity: dict[str, Any]) -> Path:
@@ -113,6 +114,7 @@ class Int8Encoder(Tokenized):
         self.batch_tokens = max(config.batch_tokens or 4096, config.max_length)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: ORT's graph-fusion notices are not for users
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimized when built
         self.session = ort.InferenceSession(str(entry / MODEL), options, providers=["CPUExecutionProvider"])
         self.dtype = "int8"
 

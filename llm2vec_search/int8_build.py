@@ -145,6 +145,19 @@ def export_onnx(encoder: Encoder, path: Path) -> None:
                           dynamic_axes=axes, opset_version=17, dynamo=False)
 
 
+def optimize_offline(src: Path, dst: Path) -> None:
+    """ONNX Runtime's graph optimizations (fusions, constant folding), done once and saved: a
+    session then loads ``dst`` with optimizations off, in ~1 s instead of ~6 s on a 2-core CPU
+    (the saved graph uses this ONNX Runtime version's fused ops, which the cache key names)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # portable across CPUs
+    options.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+
+
 def build(encoder: Encoder) -> Path:
     """The int8 entry of ``encoder`` (fp32, eager attention, on the CPU), built if missing. Two
     processes building the same entry wait for each other; the second finds it done."""
@@ -165,9 +178,17 @@ def build(encoder: Encoder) -> Path:
             tmp.mkdir()
             smooth(encoder, QUANTIZATION["smoothquant_alpha"])
             export_onnx(encoder, tmp / "float.onnx")
-            quantize_dynamic(str(tmp / "float.onnx"), str(tmp / MODEL), weight_type=QuantType.QInt8,
-                             per_channel=QUANTIZATION["per_channel"])
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # ORT's quantizer logs advice to the root logger
+            try:
+                quantize_dynamic(str(tmp / "float.onnx"), str(tmp / "quantized.onnx"), weight_type=QuantType.QInt8,
+                                 per_channel=QUANTIZATION["per_channel"])
+            finally:
+                root.setLevel(level)
             (tmp / "float.onnx").unlink()
+            optimize_offline(tmp / "quantized.onnx", tmp / MODEL)
+            (tmp / "quantized.onnx").unlink()
             (tmp / TOKENIZER).write_text(encoder.tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
             meta: dict[str, Any] = {
                 "model": identity["model"], "pooling": identity["pooling"], "causal": identity["causal"],
