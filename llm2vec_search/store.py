@@ -231,6 +231,18 @@ def write_lookups(gen: Path, batch_rows: int = 65536) -> int:
     return batch.num_rows
 
 
+_NUMPY = {pa.int64(): np.dtype(np.int64), pa.int32(): np.dtype(np.int32)}
+
+
+def _view(column: pa.Array) -> np.ndarray:
+    """A read-only numpy view of an integer column without nulls, no copy. (Arrow's own ``to_numpy``
+    imports pandas, half a second of a one-shot query.)"""
+    if column.null_count:
+        raise IndexStateError("a lookup table holds nulls: rerun `l2v-search index` to rebuild the index")
+    dtype = _NUMPY[column.type]
+    return np.frombuffer(column.buffers()[1], dtype=dtype, count=len(column), offset=column.offset * dtype.itemsize)
+
+
 class Lookups:
     """Documents and chunks by row, from the memory-mapped Arrow files of a generation: opening
     costs the file metadata, and a lookup touches only the pages of its rows."""
@@ -241,8 +253,7 @@ class Lookups:
         self._starts = np.cumsum([0] + [b.num_rows for b in self._batches])
         chunks = pa.ipc.open_file(pa.memory_map(str(gen / CHUNKS_LOOKUP))).get_batch(0)
         # (n_chunks,) views on the mapped file, no copy
-        self.doc, self.chunk, self.start, self.end = (chunks.column(c).to_numpy(zero_copy_only=True)
-                                                      for c in ("doc", "chunk", "start", "end"))
+        self.doc, self.chunk, self.start, self.end = (_view(chunks.column(c)) for c in ("doc", "chunk", "start", "end"))
 
     @property
     def documents(self) -> int:

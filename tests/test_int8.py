@@ -146,7 +146,8 @@ try:
     main()
 except SystemExit as e:
     code = e.code
-print(json.dumps({"code": code, "heavy": [m for m in ("torch", "transformers") if m in sys.modules]}), file=sys.stderr)
+heavy = [m for m in ("torch", "transformers", "pandas") if m in sys.modules]
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
 
 
