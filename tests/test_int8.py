@@ -189,3 +189,20 @@ def test_eval_in_int8_keeps_its_own_index_and_scores_like_float(tiny_model_dir, 
     assert runs["int8"]["encoder"]["dtype"] == "int8"
     assert len([p for p in (tmp_path / "indexes").iterdir() if p.name.startswith("eval-")]) == 2
     assert abs(runs["int8"]["metrics"]["ndcg@10"] - runs["fp32"]["metrics"]["ndcg@10"]) < 0.15
+
+
+def test_a_server_serves_an_int8_index_with_the_int8_encoder(tiny_model_dir, home, tmp_path):
+    import asyncio
+
+    from llm2vec_search.index import build_index
+    from llm2vec_search.server import SearchService, ServeConfig
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(TEXTS)))
+    build_index(corpus, "i8", tmp_path / "indexes", str(tiny_model_dir), show_progress=False,
+                encoder_overrides={"dtype": "int8"})
+    service = SearchService(None, tmp_path / "indexes", ServeConfig())
+    [encoder] = service.encoders.values()
+    assert isinstance(encoder, int8.Int8Encoder)
+    hits = asyncio.run(service.search(None, ["red fox", "immune cell"], 2, None, "dense"))
+    assert [h[0].id for h in hits] == ["d2", "d1"]
