@@ -123,7 +123,7 @@ def test_two_processes_filling_the_int8_cache_at_once_both_succeed(tiny_model_di
     assert not [p for p in entry.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
 
-def test_int8_refuses_cuda_and_names_the_extra_when_onnxruntime_is_missing(tiny_model_dir, home, monkeypatch):
+def test_int8_refuses_cuda_and_names_the_extra_when_onnxruntime_is_missing(tiny_model_dir, home, monkeypatch, capsys):
     with pytest.raises(UsageError, match="runs on the CPU"):
         load_encoder(str(tiny_model_dir), dtype="int8", device="cuda")
     from importlib import metadata
@@ -134,6 +134,8 @@ def test_int8_refuses_cuda_and_names_the_extra_when_onnxruntime_is_missing(tiny_
     monkeypatch.setattr(metadata, "version", missing)
     with pytest.raises(UsageError, match=r"pip install 'llm2vec-search\[int8\]'"):
         load_encoder(str(tiny_model_dir), dtype="int8")
+    code, _, err = run_cli(monkeypatch, capsys, "encode", "a cat", "--model", str(tiny_model_dir), "--dtype", "int8")
+    assert code != 0 and "pip install 'llm2vec-search[int8]'" in err and "Traceback" not in err, err
     with pytest.raises(UsageError, match="token vectors"):
         int8.Int8Encoder.encode_tokens(None, ["x"])
 

@@ -13,6 +13,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import L2VError
 
@@ -42,7 +43,7 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except L2VError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # "[int8]" is not markup
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
@@ -58,7 +59,7 @@ def main() -> None:
         if os.environ.get("L2V_SEARCH_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        err.print(f"[red]error:[/red] {type(e).__name__}: {first} (set L2V_SEARCH_DEBUG=1 for a traceback)",
+        err.print(f"[red]error:[/red] {type(e).__name__}: {escape(first)} (set L2V_SEARCH_DEBUG=1 for a traceback)",
                   highlight=False, soft_wrap=True)
         sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)
