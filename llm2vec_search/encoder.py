@@ -26,9 +26,11 @@ from .encoding import (  # noqa: F401 (re-exported: their home before encoding.p
     EncoderConfig,
     EncodeStats,
     Tokenized,
+    checked_texts,
     identity_fingerprint,
     plan_batches,
     special_tokens,
+    warn_truncated,
 )
 from .errors import UsageError
 from .models import DEFAULT_ENCODER, ModelSource, load_model_and_tokenizer, quiet_peft, resolve  # noqa: F401 (re-exported)
@@ -157,14 +159,9 @@ class Encoder(Tokenized):
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Embed ``texts`` (float32, (N, dim), input order). ``progress(n_texts, n_tokens)`` per batch."""
-        if isinstance(texts, str):
-            raise UsageError("encode() takes a list of texts, not a single string")
-        texts = list(texts)
+        texts = checked_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        for t in texts:
-            if not isinstance(t, str):
-                raise UsageError(f"texts must be strings, got {type(t).__name__}")
         normalize = self.config.normalize if normalize is None else normalize
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         was_training = self.model.training
@@ -184,9 +181,7 @@ class Encoder(Tokenized):
                     progress(len(batch.order), n_tok)
         finally:
             self.model.train(was_training)
-        if (cut := self.stats.truncated - truncated_before) > 0:
-            log.warning("%d of %d texts were longer than max_length=%d tokens and were truncated",
-                        cut, len(texts), self.config.max_length)
+        warn_truncated(self.stats.truncated - truncated_before, len(texts), self.config.max_length)
         return out
 
     def encode_tokens(self, inputs, *, layer: int = -1, word_pooling: str = "first",
@@ -198,12 +193,6 @@ class Encoder(Tokenized):
         return encode_tokens(self, inputs, layer=layer, word_pooling=word_pooling, instruction=instruction,
                              progress=progress)
 
-    def encode_queries(self, queries: Sequence[str], instruction: str | None = None, **kw) -> np.ndarray:
-        """Embed queries with ``instruction``, or this encoder's default query instruction."""
-        return self.encode(queries, self.config.query_instruction if instruction is None else instruction, **kw)
-
-    def encode_documents(self, docs: Sequence[str], **kw) -> np.ndarray:
-        return self.encode(docs, self.config.document_instruction or None, **kw)
 
 
 def load_encoder(spec: str = DEFAULT_ENCODER, **overrides: Any):

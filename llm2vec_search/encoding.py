@@ -8,6 +8,7 @@ kept out of pooling, and length-sorted batches under a token budget.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 
 from .devices import DTYPE_NAMES
@@ -15,6 +16,23 @@ from .errors import UsageError
 from .manifest import fingerprint
 
 POOLING_MODES = ("mean", "weighted_mean", "eos", "bos")
+log = logging.getLogger("llm2vec_search.encoder")  # the name users and int8_build's calibration know
+
+
+def checked_texts(texts) -> list[str]:
+    """``texts`` as a list, refused with one line unless it is a sequence of strings."""
+    if isinstance(texts, str):
+        raise UsageError("encode() takes a list of texts, not a single string")
+    texts = list(texts)
+    for t in texts:
+        if not isinstance(t, str):
+            raise UsageError(f"texts must be strings, got {type(t).__name__}")
+    return texts
+
+
+def warn_truncated(cut: int, total: int, max_length: int) -> None:
+    if cut > 0:
+        log.warning("%d of %d texts were longer than max_length=%d tokens and were truncated", cut, total, max_length)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +97,13 @@ class Tokenized:
     stats: EncodeStats
     _prefix: list[int]
     _suffix: list[int]
+
+    def encode_queries(self, queries: Sequence[str], instruction: str | None = None, **kw):
+        """Embed queries with ``instruction``, or this encoder's default query instruction."""
+        return self.encode(queries, self.config.query_instruction if instruction is None else instruction, **kw)
+
+    def encode_documents(self, docs: Sequence[str], **kw):
+        return self.encode(docs, self.config.document_instruction or None, **kw)
 
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]

@@ -25,7 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from .encoding import EncoderConfig, EncodeStats, Tokenized, identity_fingerprint, plan_batches
+from .encoding import (
+    EncoderConfig,
+    EncodeStats,
+    Tokenized,
+    checked_texts,
+    identity_fingerprint,
+    plan_batches,
+    warn_truncated,
+)
 from .errors import UsageError
 from .manifest import fingerprint, read_json
 from .models import home
@@ -145,15 +153,11 @@ class Int8Encoder(Tokenized):
     def encode(self, texts: Sequence[str], instruction: str | Sequence[str | None] | None = None, *,
                normalize: bool | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Embed ``texts`` (float32, (N, dim), input order). ``progress(n_texts, n_tokens)`` per batch."""
-        if isinstance(texts, str):
-            raise UsageError("encode() takes a list of texts, not a single string")
-        texts = list(texts)
+        texts = checked_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        for t in texts:
-            if not isinstance(t, str):
-                raise UsageError(f"texts must be strings, got {type(t).__name__}")
         normalize = self.config.normalize if normalize is None else normalize
+        truncated_before = self.stats.truncated
         seqs, starts = self.tokenize(texts, instruction)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         suffix = 0 if self.config.pooling == "eos" else len(self._suffix)  # eos pools the appended EOS token
@@ -175,14 +179,9 @@ class Int8Encoder(Tokenized):
             self.stats.padded_tokens += ids.size
             if progress:
                 progress(len(rows), n_tok)
+        warn_truncated(self.stats.truncated - truncated_before, len(texts), self.config.max_length)
         return out
 
-    def encode_queries(self, queries: Sequence[str], instruction: str | None = None, **kw) -> np.ndarray:
-        """Embed queries with ``instruction``, or this encoder's default query instruction."""
-        return self.encode(queries, self.config.query_instruction if instruction is None else instruction, **kw)
-
-    def encode_documents(self, docs: Sequence[str], **kw) -> np.ndarray:
-        return self.encode(docs, self.config.document_instruction or None, **kw)
 
     def encode_tokens(self, *args, **kw):
         raise UsageError("token vectors (--tokens, eval words) need a float dtype: the int8 model returns "
