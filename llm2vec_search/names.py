@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import UsageError
 
+DEFAULT_ENCODER = "llm2vec-smollm2-135m"  # the embedded default (models.py resolves it)
 KIND = "llm2vec-search.index"
 FORMAT = 2  # 1: one folder per index, before generations (not readable: rebuild)
 CURRENT, MANIFEST = "CURRENT", "manifest.json"

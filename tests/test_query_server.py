@@ -134,13 +134,15 @@ try:
     main()
 except SystemExit as e:
     code = e.code
-heavy = [m for m in ("numpy", "pyarrow", "faiss", "torch", "transformers") if m in sys.modules]
+heavy = [m for m in ("numpy", "pyarrow", "faiss", "torch", "transformers", "llm2vec_search.models",
+                     "llm2vec_search.cli.train", "llm2vec_search.cli.eval", "llm2vec_search.cli.encode",
+                     "llm2vec_search.cli.serve") if m in sys.modules]
 print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
 
 
 @pytest.mark.parametrize("named", [False, True], ids=["only-index", "named"])
-def test_a_query_through_a_server_loads_no_numpy_pyarrow_faiss_or_torch(home, url, named):
+def test_a_query_through_a_server_loads_no_numpy_pyarrow_faiss_torch_or_other_commands(home, url, named):
     record = serve_record.write(home, url, ["docs"])
     try:
         args = [QUERIES[0], "--index-dir", str(home), "--json", *(["--index", "docs"] if named else [])]

@@ -7,33 +7,42 @@ or JSON (``--json``) for programs. Progress and logs go to stderr. Errors the us
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 
-import typer
-from rich.console import Console
 from rich.markup import escape
 
 from ..errors import L2VError
+from .app import err, out  # noqa: F401 (re-exported)
 
-app = typer.Typer(
-    name="l2v-search",
-    help="LLM2Vec encoders and semantic search: train, encode, index, query, evaluate, serve.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-err = Console(stderr=True)  # progress, logs, errors
-out = Console()  # results for people (tables)
+# Command name -> the module that registers it on the app, in the order `--help` lists them.
+COMMANDS = {"models": "encode", "encode": "encode", "index": "index", "remove": "index", "indexes": "index",
+            "query": "query", "serve": "serve", "train": "train", "eval": "eval"}
 
-# Command modules register themselves on `app` when imported.
-from . import encode  # noqa: E402,F401
-from . import train  # noqa: E402,F401
-from . import index  # noqa: E402,F401
-from . import query  # noqa: E402,F401
-from . import eval  # noqa: E402,F401
-from . import serve  # noqa: E402,F401
+
+def load_commands(argv: list[str] | None = None):
+    """Import the command modules (each registers itself on the app) and return the app.
+
+    Given ``argv``, only the module of the command it names is imported, so that ``l2v-search
+    query`` does not pay for the training, evaluation and encoding commands' imports; without a
+    known command name (``--help``, a typo) every command is loaded.
+    """
+    from .app import app
+
+    name = argv[1] if argv and len(argv) > 1 else None
+    modules = [COMMANDS[name]] if name in COMMANDS else dict.fromkeys(COMMANDS.values())
+    for module in modules:
+        importlib.import_module(f"{__name__}.{module}")
+    return app
+
+
+def __getattr__(name: str):
+    """``llm2vec_search.cli.app``: the Typer app with every command registered."""
+    if name == "app":
+        return load_commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
@@ -41,7 +50,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        rc = app(standalone_mode=False)
+        rc = load_commands(sys.argv)(standalone_mode=False)
     except L2VError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # "[int8]" is not markup
         sys.exit(e.exit_code)

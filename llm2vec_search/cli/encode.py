@@ -9,7 +9,7 @@ from rich.table import Table
 
 from .. import models
 from ..errors import UsageError
-from . import app, err, out
+from .app import app, err, out
 from .options import DEFAULT_MODEL, Causal, Device, Dtype, Json, MaxLength, Model, Pooling, print_json
 
 

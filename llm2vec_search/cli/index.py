@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from . import app, err, out
+from .app import app, err, out
 from .options import DEFAULT_MODEL, Dtype, Json, Model, RescoreMultiplier, print_json
 
 IndexDir = Annotated[

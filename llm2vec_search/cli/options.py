@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..models import DEFAULT_ENCODER
+from ..names import DEFAULT_ENCODER
 
 Model = Annotated[
     str,

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from . import app, err, out
+from .app import app, err, out
 from .index import IndexDir
 from .options import Alpha, FusionMethod, Json, Mode, QueryDtype, RescoreMultiplier, make_fusion, print_json
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from . import app, err
+from .app import app, err
 from .options import QueryDtype
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from . import app, err, out
+from .app import app, err, out
 from .options import DEFAULT_MODEL, Json, print_json
 
 train_app = typer.Typer(help="Train an encoder: MNTP, then SimCSE, then supervised contrastive.",
