@@ -177,6 +177,9 @@ def main() -> None:
     p.add_argument("--single", type=int, default=40, help="sequential one-client requests per server (0: none)")
     p.add_argument("--warmup", type=int, default=32)
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--dtypes", default="index",
+                   help="comma-separated server --dtype values, each served in turn (index: the index's own)")
+    p.add_argument("--batching", default="on,off", help="micro-batching servers to run: on, off or both")
     p.add_argument("--max-batch", type=int, help="the server's --max-batch (default: its own)")
     p.add_argument("--batch-window-ms", type=float, help="the server's --batch-window-ms (default: its own)")
     p.add_argument("--overload-clients", type=int, default=64, help="0: no overload run")
@@ -188,22 +191,26 @@ def main() -> None:
 
     batching = [*(["--max-batch", str(a.max_batch)] if a.max_batch else []),
                 *(["--batch-window-ms", str(a.batch_window_ms)] if a.batch_window_ms is not None else [])]
-    servers = (("micro-batching", batching), ("one per forward", ["--no-micro-batching"]))
+    servers = [(name, extra) for key, name, extra in (("on", "micro-batching", batching),
+                                                      ("off", "one per forward", ["--no-micro-batching"]))
+               if key in a.batching.split(",")]
+    dtypes = a.dtypes.split(",")
     rows: dict[str, dict] = {}
-    for mode in a.modes.split(","):
-        for name, extra in servers:
-            port = free_port()
-            proc = start(a.index, a.index_dir, port, ["--max-queue", "1024", *extra])
-            try:
-                url, m = f"http://127.0.0.1:{port}", None if mode == "default" else mode
-                asyncio.run(one_client(url, queries[::-1], a.warmup, a.k, m))
-                row = {"single": asyncio.run(one_client(url, queries, a.single, a.k, m)) if a.single else None}
-                row |= asyncio.run(load(url, queries, a.clients, a.duration, a.k, m, a.malformed, proc.pid))
-                rows[f"{mode} / {name}"] = row
-                print(f"{mode} / {name}: {row}", file=sys.stderr)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+    for mode, dtype, (name, extra) in ((m, d, s) for m in a.modes.split(",") for d in dtypes for s in servers):
+        if dtype != "index":
+            name, extra = f"{dtype}, {name}", [*extra, "--dtype", dtype]
+        port = free_port()
+        proc = start(a.index, a.index_dir, port, ["--max-queue", "1024", *extra])
+        try:
+            url, m = f"http://127.0.0.1:{port}", None if mode == "default" else mode
+            asyncio.run(one_client(url, queries[::-1], a.warmup, a.k, m))
+            row = {"single": asyncio.run(one_client(url, queries, a.single, a.k, m)) if a.single else None}
+            row |= asyncio.run(load(url, queries, a.clients, a.duration, a.k, m, a.malformed, proc.pid))
+            rows[f"{mode} / {name}"] = row
+            print(f"{mode} / {name}: {row}", file=sys.stderr)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
     if a.overload_clients:
         port = free_port()
         proc = start(a.index, a.index_dir, port, ["--max-queue", str(a.overload_max_queue), *batching])
@@ -227,7 +234,7 @@ def main() -> None:
               f"{r['errors']:>6} {r['shed_503']:>5} {r['malformed']:>5} {r['malformed_not_4xx']:>7} "
               f"{r['rss_first_20s_mb']!s:>8}/{r['rss_last_20s_mb']!s:<8}")
     for mode in a.modes.split(","):
-        on, off = rows.get(f"{mode} / micro-batching"), rows.get(f"{mode} / one per forward")
+        on, off = rows.get(f"{mode} / micro-batching"), rows.get(f"{mode} / one per forward")  # index dtype
         if on and off and off["qps"]:
             print(f"{mode}: micro-batching / one per forward: {on['qps'] / off['qps']:.2f}x QPS")
     if a.json:
