@@ -144,3 +144,29 @@ $L2V train supervised --model runs/stage-simcse --output runs/round7 \
 #     keeps the earlier rounds' recipes as supervised_round1/2/4/5).
 $L2V train export runs/round7/encoder runs/round7-export
 cp runs/round7-export/supervised/* llm2vec_search/encoders/llm2vec-smollm2-135m/supervised/
+
+# 12. Round B (v5, shipped; issue 22): a mixture led by general-domain pairs, v4's supervised adapter
+#     trained 50 more steps (~45 min on a 2-core EPYC): SQuAD v1.1 *train* questions (1,500; BM25
+#     negatives that hold none of the answers), Wikipedia title -> lead paragraph and sentence ->
+#     rest-of-paragraph triplets (600 each, BM25 negatives), SNLI (300), and SciFact / NFCorpus
+#     train qrels as the minority (<= 800 pairs, 2 per query, 100 queries of each held out); no
+#     pairs from any evaluation corpus. The model is v4's MNTP + SimCSE adapters (the same as v3's:
+#     runs/stage-simcse above). `train pairs` with these arguments reproduced both
+#     Wikipedia pair files byte for byte on 2026-12-04.
+$L2V train pairs "$DATA/wiki_en_partial/articles.jsonl.gz" --kind title --n 1000 -o runs/wiki-title.jsonl
+$L2V train pairs "$DATA/wiki_en_partial/articles.jsonl.gz" --kind sentence --n 1000 -o runs/wiki-sentence.jsonl
+head -n 600 runs/wiki-title.jsonl > runs/wiki-title-600.jsonl
+head -n 600 runs/wiki-sentence.jsonl > runs/wiki-sentence-600.jsonl
+$L2V train supervised --model runs/stage-simcse --output runs/roundB \
+  --init-adapter runs/round7-export/supervised \
+  --squad "$DATA/squad/train-v1.1.reconstructed.json.gz" --squad-pairs 1500 \
+  --jsonl runs/wiki-title-600.jsonl --jsonl runs/wiki-sentence-600.jsonl \
+  --snli "$DATA/nli_snli_devtest/snli_devtest_triplets.tsv" --max-rows 300 \
+  --beir "$DATA/scifact" --beir-instruction "Given a scientific claim, retrieve documents that support or refute the claim" \
+  --beir "$DATA/nfcorpus" --beir-instruction "Given a question, retrieve relevant documents that best answer the question" \
+  --max-pairs 800 --max-pairs-per-query 2 --holdout 100 --negatives bm25 \
+  --query-instruction "Given a question, retrieve relevant documents that best answer the question" \
+  --steps 50 --batch-size 32 --mini-batch 16 --lr 1e-4 --warmup-steps 5 --max-length 128 \
+  --lora-dropout 0 --save-every 10
+$L2V train export runs/roundB/encoder runs/roundB-export
+cp runs/roundB-export/supervised/* llm2vec_search/encoders/llm2vec-smollm2-135m/supervised/
