@@ -146,7 +146,7 @@ $L2V train export runs/round7/encoder runs/round7-export
 cp runs/round7-export/supervised/* llm2vec_search/encoders/llm2vec-smollm2-135m/supervised/
 
 # 12. Round B (v5, shipped; issue 22): a mixture led by general-domain pairs, v4's supervised adapter
-#     trained 50 more steps (~45 min on a 2-core EPYC): SQuAD v1.1 *train* questions (1,500; BM25
+#     trained 50 more steps (~30 min on a 2-core EPYC): SQuAD v1.1 *train* questions (1,500; BM25
 #     negatives that hold none of the answers), Wikipedia title -> lead paragraph and sentence ->
 #     rest-of-paragraph triplets (600 each, BM25 negatives), SNLI (300), and SciFact / NFCorpus
 #     train qrels as the minority (<= 800 pairs, 2 per query, 100 queries of each held out); no
