@@ -4,7 +4,7 @@ process, after warm-up (median of ``--repeat`` runs each).
     forward      the model forward alone on the tokenized query (instruction included)
     encode       Encoder.encode_queries: tokenize, collate, forward, pool, normalize
     search       SearchService.search (dense): validation, generation check, batcher hand-off,
-                 encode in a worker thread, FAISS and lookups in another
+                 encode, FAISS and lookups on the service's model thread
     http         POST /search through the ASGI app in process (no sockets): + Guard, FastAPI
                  validation and JSON
 
@@ -66,10 +66,13 @@ def main() -> None:
         with torch.inference_mode():
             enc.forward(batch)
 
+    def on_worker(fn):  # the forward and encode rows run where the service runs them: its model thread
+        return lambda: svc.worker.submit(fn).result()
+
     def layers() -> dict[str, float]:
         return {
-            "forward": timed(forward, a.repeat),
-            "encode": timed(lambda: enc.encode_queries([query]), a.repeat),
+            "forward": timed(on_worker(forward), a.repeat),
+            "encode": timed(on_worker(lambda: enc.encode_queries([query])), a.repeat),
             "search": timed(lambda: loop.run_until_complete(svc.search(None, [query], 10, None, "dense")), a.repeat),
             "http": timed(lambda: loop.run_until_complete(client.post("/search", json={"query": query,
                                                                                        "mode": "dense"})), a.repeat),
@@ -80,9 +83,9 @@ def main() -> None:
           f"{torch.get_num_threads()}, {enc.dtype}")
     if a.compile:
         if a.lengths:
-            compiled = enc.compile([int(n) for n in a.lengths.split(",")], max_rows=1)
-        else:
-            compiled = enc.compile(max_rows=svc.config.max_batch)  # as serve --compile does
+            compiled = svc.worker.submit(enc.compile, [int(n) for n in a.lengths.split(",")], max_rows=1).result()
+        else:  # as serve --compile does
+            compiled = svc.worker.submit(enc.compile, max_rows=svc.config.max_batch).result()
         padded = compiled and compiled.bucket(1, batch.input_ids.shape[1])
         if compiled is None:
             print("compile failed (the warning above says why): eager only")

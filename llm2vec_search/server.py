@@ -8,8 +8,11 @@ inside ``create_app`` from their evaluated annotations.)
     request ─┘
 
 One encoder is loaded per distinct encoder fingerprint and shared by the indexes built with it.
-Model and FAISS work run in a worker thread, never on the event loop. Requests name indexes,
-never paths.
+Model and FAISS work run in one dedicated thread (:data:`SearchService.worker`), never on the event
+loop, and loading runs there too: an OpenMP thread team exists per calling thread, and a second
+team anywhere in the process throttles the first (libgomp stops spinning once the process has
+more threads than cores), which made a lone bf16 query forward ~1.8x slower on a 2-core CPU
+(`benchmarks/README.md`, served path). Requests name indexes, never paths.
 
 Generations: before a request, the service checks whether its index has published a newer
 generation (an ``--append``, a ``remove``, a rebuild) and, if so, opens it and switches; requests
@@ -25,6 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -110,8 +114,10 @@ class MicroBatcher:
     while queued (a deadline) are dropped before their forward.
     """
 
-    def __init__(self, fn: Callable[[list], np.ndarray], max_batch: int, window_ms: float):
+    def __init__(self, fn: Callable[[list], np.ndarray], max_batch: int, window_ms: float,
+                 executor: Executor | None = None):
         self.fn, self.max_batch, self.window = fn, max_batch, window_ms / 1000
+        self.executor = executor  # where ``fn`` runs (None: asyncio's default thread pool)
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
 
@@ -151,9 +157,12 @@ class MicroBatcher:
                 company = len(pending) > 1
                 await self._run_batch(pending)
 
+    async def _call(self, items: list) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.fn, items)
+
     async def _run_batch(self, pending: list) -> None:
         try:
-            out = await asyncio.to_thread(self.fn, [x for batch, _ in pending for x in batch])
+            out = await self._call([x for batch, _ in pending for x in batch])
         except Exception as e:
             if len(pending) == 1:
                 _settle(pending[0][1], error=e)
@@ -162,7 +171,7 @@ class MicroBatcher:
                 if fut.done():
                     continue
                 try:
-                    _settle(fut, await asyncio.to_thread(self.fn, batch))
+                    _settle(fut, await self._call(batch))
                 except Exception as e:
                     _settle(fut, error=e)
             return
@@ -204,7 +213,13 @@ class SearchService:
         self.progress = progress or log.info  # start-up lines (serve prints them on stderr)
         self.encoders: dict[str, TextEncoder] = {}
         self.encoder_names: dict[str, str] = {}  # name clients use -> fingerprint
-        self.indexes = {n: self._open(n) for n in names}
+        # Every model and FAISS call, loading included, runs on this one thread (module docstring).
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2v-model")
+        try:
+            self.indexes = {n: self.worker.submit(self._open, n).result() for n in names}
+        except BaseException:
+            self.worker.shutdown(wait=False)
+            raise
         self.reloading: dict[str, asyncio.Lock] = {}
         self.failed: dict[str, Path | None] = {}  # a generation that did not open, not tried again
         self.batchers: dict[str, MicroBatcher] = {}
@@ -256,11 +271,16 @@ class SearchService:
             idx = self.indexes[idx.name]
             if not idx.is_current() and self.failed.get(idx.name) != (newest := idx.store.current()):
                 try:
-                    self.indexes[idx.name] = idx = await asyncio.to_thread(self._open, idx.name)
+                    self.indexes[idx.name] = idx = await self.on_worker(self._open, idx.name)
                 except L2VError as e:
                     self.failed[idx.name] = newest
                     log.warning("index %r: keeping the generation in use, the new one does not open: %s", idx.name, e)
         return idx
+
+    async def on_worker(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on the model thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.worker, lambda: fn(*args, **kwargs))
 
     async def _bounded(self, work):
         """Run the coroutine ``work`` under the queue bound and the deadline."""
@@ -280,10 +300,10 @@ class SearchService:
         encoder = self.encoders[fp]
         items = [(t, instruction or None) for t in texts]
         if not self.config.micro_batching:
-            return await asyncio.to_thread(_encode_items, encoder, items)
+            return await self.on_worker(_encode_items, encoder, items)
         if fp not in self.batchers:
             self.batchers[fp] = MicroBatcher(lambda batch: _encode_items(encoder, batch), self.config.max_batch,
-                                             self.config.window_ms)
+                                             self.config.window_ms, self.worker)
         return await self.batchers[fp].submit(items)
 
     async def search(self, index: str | None, queries: list[str], k: int, instruction: str | None,
@@ -310,8 +330,8 @@ class SearchService:
             nprobe = self.config.nprobe
         if ef_search is None and "ef_search" in tuned:
             ef_search = self.config.ef_search
-        return await asyncio.to_thread(idx.search_embedded, xq, queries, k, mode=mode, nprobe=nprobe,
-                                       ef_search=ef_search, **codes)
+        return await self.on_worker(idx.search_embedded, xq, queries, k, mode=mode, nprobe=nprobe,
+                                    ef_search=ef_search, **codes)
 
     async def embeddings(self, model: str | None, texts: list[str], input_type: str = "document"):
         """(vectors, token counts) of ``texts`` as documents (the encoder's document instruction) or

@@ -131,3 +131,47 @@ def test_the_service_switches_generations_and_skips_one_that_does_not_open(tmp_p
     remove_documents(["d0"], "docs", tmp_path, show_progress=False)
     assert ids("small mouse")[0] == "d3" and "d0" not in ids("cat sleeps")
     assert svc.index(None).folder == IndexStore(tmp_path, "docs").current()
+
+
+def test_model_work_runs_on_one_thread(tmp_path, tiny_encoder, monkeypatch):
+    """Loading, every forward and FAISS run on the service's one model thread, never the caller's:
+    a second OpenMP team in the process slows the forward (server.py's docstring)."""
+    import threading
+
+    from llm2vec_search.search import SearchIndex
+
+    threads = {}
+    load = SearchIndex.load_encoder
+
+    def recording_load(self, *a, **kw):
+        threads.setdefault("load", set()).add(threading.get_ident())
+        encoder = load(self, *a, **kw)
+        encode = encoder.encode
+
+        def recording_encode(*a, **kw):
+            threads.setdefault("encode", set()).add(threading.get_ident())
+            return encode(*a, **kw)
+
+        monkeypatch.setattr(encoder, "encode", recording_encode)
+        return encoder
+
+    search = SearchIndex.search_embedded
+
+    def recording_search(self, *a, **kw):
+        threads.setdefault("search", set()).add(threading.get_ident())
+        return search(self, *a, **kw)
+
+    monkeypatch.setattr(SearchIndex, "load_encoder", recording_load)
+    monkeypatch.setattr(SearchIndex, "search_embedded", recording_search)
+    svc = SearchService(None, word_index(tmp_path, tiny_encoder), ServeConfig(max_batch=4, window_ms=5))
+
+    async def traffic():
+        await asyncio.gather(*(svc.search(None, [w], 3, None, "dense") for w in WORDS[:12]))
+        await svc.embeddings(None, ["the cat eats"])
+
+    for batching in (True, False):
+        svc.config = ServeConfig(max_batch=4, window_ms=5, micro_batching=batching)
+        asyncio.run(traffic())
+    worker = svc.worker.submit(threading.get_ident).result()
+    assert threads == {"load": {worker}, "encode": {worker}, "search": {worker}}
+    assert worker != threading.get_ident()
