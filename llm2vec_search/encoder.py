@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import lite
 from .bidirectional import set_bidirectional
 from .devices import DTYPE_NAMES, cpu_has_fast_bf16, select_device, select_dtype  # noqa: F401 (re-exported)
 from .encoding import (  # noqa: F401 (re-exported: their home before encoding.py)
@@ -215,13 +216,29 @@ def load_encoder(spec: str = DEFAULT_ENCODER, **overrides: Any):
 def _load_torch(source: ModelSource, config: EncoderConfig) -> Encoder:
     device = select_device(config.device)
     dtype = select_dtype(config.dtype, device)
+    entry = _lite_entry(source, config, device)
+    if entry is not None and lite.usable(entry) and (loaded := lite.load(entry, dtype)) is not None:
+        return Encoder(*loaded, config, source)  # the same bits without importing transformers (lite.py)
     model, tokenizer = load_model_and_tokenizer(
         source, dtype=dtype, device=device, attn_implementation=config.attn_implementation,
         trust_remote_code=config.trust_remote_code,
     )
     model.eval()
     set_bidirectional(model, enabled=not config.causal)
+    if entry is not None:
+        lite.leave_record(entry, model, tokenizer)
     return Encoder(model, tokenizer, config, source)
+
+
+def _lite_entry(source: ModelSource, config: EncoderConfig, device: torch.device):
+    """The merged entry a :mod:`~llm2vec_search.lite` forward may run, where the settings allow one."""
+    if not source.adapters or device.type != "cpu" or config.causal or config.trust_remote_code:
+        return None
+    if config.attn_implementation not in (None, "sdpa") or not lite.enabled():
+        return None
+    from .models import merged_dir
+
+    return merged_dir(source)
 
 
 def _load_int8(source: ModelSource, config: EncoderConfig):
