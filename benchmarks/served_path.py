@@ -103,6 +103,9 @@ def main() -> None:
             last_c = c
         print(line)
         last = ms
+    loop.run_until_complete(client.aclose())
+    loop.run_until_complete(svc.close())
+    loop.close()
 
 
 if __name__ == "__main__":

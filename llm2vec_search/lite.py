@@ -123,7 +123,8 @@ class LiteLlama(nn.Module):
         cos, sin = (emb.cos() * 1.0).to(hidden.dtype), (emb.sin() * 1.0).to(hidden.dtype)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         mask = None  # transformers' bidirectional mask: None without padding, else keys masked
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # (compiled: always the mask, no data-dependent branch; compiled vectors are close, not equal)
+        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
             mask = attention_mask.bool()[:, None, None, :].expand(batch, 1, length, length)
         states = [hidden] if output_hidden_states else None
         for i in range(int(self.config.num_hidden_layers)):
