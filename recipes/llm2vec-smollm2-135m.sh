@@ -157,16 +157,29 @@ $L2V train pairs "$DATA/wiki_en_partial/articles.jsonl.gz" --kind title --n 1000
 $L2V train pairs "$DATA/wiki_en_partial/articles.jsonl.gz" --kind sentence --n 1000 -o runs/wiki-sentence.jsonl
 head -n 600 runs/wiki-title.jsonl > runs/wiki-title-600.jsonl
 head -n 600 runs/wiki-sentence.jsonl > runs/wiki-sentence-600.jsonl
+# The mixture's minority and its settings, shared by rounds B and D.
+GENERAL_MIX=(--snli "$DATA/nli_snli_devtest/snli_devtest_triplets.tsv" --max-rows 300
+  --beir "$DATA/scifact" --beir-instruction "Given a scientific claim, retrieve documents that support or refute the claim"
+  --beir "$DATA/nfcorpus" --beir-instruction "Given a question, retrieve relevant documents that best answer the question"
+  --max-pairs 800 --max-pairs-per-query 2 --holdout 100 --negatives bm25
+  --query-instruction "Given a question, retrieve relevant documents that best answer the question")
 $L2V train supervised --model runs/stage-simcse --output runs/roundB \
   --init-adapter runs/round7-export/supervised \
   --squad "$DATA/squad/train-v1.1.reconstructed.json.gz" --squad-pairs 1500 \
   --jsonl runs/wiki-title-600.jsonl --jsonl runs/wiki-sentence-600.jsonl \
-  --snli "$DATA/nli_snli_devtest/snli_devtest_triplets.tsv" --max-rows 300 \
-  --beir "$DATA/scifact" --beir-instruction "Given a scientific claim, retrieve documents that support or refute the claim" \
-  --beir "$DATA/nfcorpus" --beir-instruction "Given a question, retrieve relevant documents that best answer the question" \
-  --max-pairs 800 --max-pairs-per-query 2 --holdout 100 --negatives bm25 \
-  --query-instruction "Given a question, retrieve relevant documents that best answer the question" \
+  "${GENERAL_MIX[@]}" \
   --steps 50 --batch-size 32 --mini-batch 16 --lr 1e-4 --warmup-steps 5 --max-length 128 \
   --lora-dropout 0 --save-every 10
 $L2V train export runs/roundB/encoder runs/roundB-export
 cp runs/roundB-export/supervised/* llm2vec_search/encoders/llm2vec-smollm2-135m/supervised/
+
+# 13. Round D (tried, not shipped; model card): round C's command (v5's supervised adapter + 60
+#     steps, seed 43, all of step 12's Wikipedia triplets) with documents at 256 tokens, not 128.
+$L2V train supervised --model runs/stage-simcse --output runs/roundD \
+  --init-adapter llm2vec_search/encoders/llm2vec-smollm2-135m/supervised \
+  --squad "$DATA/squad/train-v1.1.reconstructed.json.gz" --squad-pairs 1500 \
+  --jsonl runs/wiki-title.jsonl --jsonl runs/wiki-sentence.jsonl \
+  "${GENERAL_MIX[@]}" \
+  --steps 60 --batch-size 32 --mini-batch 16 --lr 1e-4 --warmup-steps 5 --max-length 256 \
+  --lora-dropout 0 --save-every 10 --seed 43
+$L2V train export runs/roundD/encoder runs/roundD-export
