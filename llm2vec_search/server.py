@@ -12,7 +12,9 @@ Model and FAISS work run in one dedicated thread (:data:`SearchService.worker`),
 loop, and loading runs there too: an OpenMP thread team exists per calling thread, and a second
 team anywhere in the process throttles the first (libgomp stops spinning once the process has
 more threads than cores), which made a lone bf16 query forward ~1.8x slower on a 2-core CPU
-(`benchmarks/README.md`, served path). Requests name indexes, never paths.
+(`benchmarks/README.md`, served path). The price: opening a new generation runs on that thread
+too, so while one opens, requests to other indexes wait for it as well. Requests name indexes,
+never paths.
 
 Generations: before a request, the service checks whether its index has published a newer
 generation (an ``--append``, a ``remove``, a rebuild) and, if so, opens it and switches; requests
