@@ -217,7 +217,7 @@ def _load_torch(source: ModelSource, config: EncoderConfig) -> Encoder:
     device = select_device(config.device)
     dtype = select_dtype(config.dtype, device)
     entry = _lite_entry(source, config, device)
-    if entry is not None and lite.usable(entry) and (loaded := lite.load(entry, dtype)) is not None:
+    if entry is not None and (loaded := lite.load(entry, dtype)) is not None:
         return Encoder(*loaded, config, source)  # the same bits without importing transformers (lite.py)
     model, tokenizer = load_model_and_tokenizer(
         source, dtype=dtype, device=device, attn_implementation=config.attn_implementation,

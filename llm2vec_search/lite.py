@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .int8 import FastTokenizer
 from .manifest import read_json, write_json_atomic
 
 RECORD, TOKENIZER = "l2v_lite.json", "l2v_lite_tokenizer.json"
@@ -120,8 +121,7 @@ class LiteLlama(nn.Module):
         positions = torch.arange(length, device=hidden.device).unsqueeze(0)
         freqs = positions[..., None].float() * self.inv_freq.to(device=hidden.device, dtype=torch.float)
         emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = (emb.cos() * 1.0).to(hidden.dtype), (emb.sin() * 1.0).to(hidden.dtype)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        cos, sin = emb.cos().to(hidden.dtype).unsqueeze(1), emb.sin().to(hidden.dtype).unsqueeze(1)
         mask = None  # transformers' bidirectional mask: None without padding, else keys masked
         # (compiled: always the mask, no data-dependent branch; compiled vectors are close, not equal)
         if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
@@ -146,8 +146,7 @@ class LiteLlama(nn.Module):
                     v = _repeat_kv(v, self.heads // self.kv_heads)
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=self.scaling,
                                                   is_causal=False, **kw)
-            attn = attn.reshape(attn.shape[0], -1, length, v.shape[-1]).transpose(1, 2).contiguous()
-            attn = attn.reshape(batch, length, -1).contiguous()
+            attn = attn.transpose(1, 2).reshape(batch, length, -1)
             hidden = residual + F.linear(attn, self.w(p + "self_attn.o_proj.weight"))
             residual = hidden
             x = _rms_norm(hidden, self.w(p + "post_attention_layernorm.weight"), self.eps)
@@ -167,30 +166,17 @@ def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x[:, :, None, :, :].expand(batch, heads, n_rep, length, dim).reshape(batch, heads * n_rep, length, dim)
 
 
-class LiteTokenizer:
-    """The tokenizer backend transformers configured, called as a Hugging Face tokenizer."""
+class LiteTokenizer(FastTokenizer):
+    """The tokenizer backend transformers configured, with the special ids the encoder reads."""
 
     is_fast = True  # character offsets (tokens.py)
 
     def __init__(self, entry: Path, record: dict[str, Any]):
-        from .int8 import FastTokenizer
-
-        self._fast = FastTokenizer(entry / TOKENIZER)
+        super().__init__(entry / TOKENIZER)
         self.eos_token_id, self.pad_token_id = record["eos_token_id"], record["pad_token_id"]
 
-    def __call__(self, texts, add_special_tokens: bool = True, return_offsets_mapping: bool = False):
-        return self._fast(texts, add_special_tokens=add_special_tokens, return_offsets_mapping=return_offsets_mapping)
-
     def convert_ids_to_tokens(self, ids):
-        return [self._fast.backend.id_to_token(int(i)) for i in ids]
-
-    @property
-    def backend_tokenizer(self):
-        return self._fast.backend
-
-
-def usable(entry: Path | None) -> bool:
-    return entry is not None and (entry / RECORD).is_file() and enabled()
+        return [self.backend.id_to_token(int(i)) for i in ids]
 
 
 def load(entry: Path, dtype: torch.dtype) -> tuple[LiteLlama, LiteTokenizer] | None:

@@ -86,6 +86,20 @@ def tiny_encoder(tiny_model_dir):
     return load_encoder(str(tiny_model_dir), dtype="fp32", device="cpu", max_length=128)
 
 
+@pytest.fixture
+def encoder_dir(tiny_model_dir, tmp_path, monkeypatch) -> Path:
+    """A trained-encoder directory with two adapters on the tiny Llama, and a fresh model cache."""
+    from test_models import _random_adapter
+
+    monkeypatch.setenv("L2V_SEARCH_HOME", str(tmp_path / "home"))
+    enc = tmp_path / "enc"
+    _random_adapter(tiny_model_dir, enc / "mntp", 1)
+    _random_adapter(tiny_model_dir, enc / "simcse", 2)
+    (enc / "manifest.json").write_text(json.dumps({"kind": "llm2vec-search.encoder", "base_model": str(tiny_model_dir),
+                                                   "adapters": ["mntp", "simcse"]}))
+    return enc
+
+
 def words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 

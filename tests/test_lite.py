@@ -1,31 +1,18 @@
 """The transformers-free forward of merged Llama encoders (lite.py): the same bits as transformers'
 model, used only once a transformers load left its record, and never where it cannot match."""
 
-import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from test_models import _random_adapter
 
 from llm2vec_search import lite
 from llm2vec_search.encoder import load_encoder
 from llm2vec_search.models import merged_dir, resolve
 
 TEXTS = ["the cat sleeps", "a vaccine and the immune cell of the red fox", "fox", "the river and the cat eats"]
-
-
-@pytest.fixture
-def encoder_dir(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("L2V_SEARCH_HOME", str(tmp_path / "home"))
-    enc = tmp_path / "enc"
-    _random_adapter(tiny_model_dir, enc / "mntp", 1)
-    _random_adapter(tiny_model_dir, enc / "simcse", 2)
-    (enc / "manifest.json").write_text(json.dumps({"kind": "llm2vec-search.encoder", "base_model": str(tiny_model_dir),
-                                                   "adapters": ["mntp", "simcse"]}))
-    return enc
 
 
 def _load(spec, dtype="fp32", **kw):

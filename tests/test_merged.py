@@ -18,18 +18,6 @@ from llm2vec_search.encoder import load_encoder
 TEXTS = ["the cat sleeps", "a vaccine and the immune cell", "red fox"]
 
 
-@pytest.fixture
-def encoder_dir(tiny_model_dir, tmp_path, monkeypatch):
-    """A trained-encoder directory with two adapters, and a fresh model cache."""
-    monkeypatch.setenv("L2V_SEARCH_HOME", str(tmp_path / "home"))
-    enc = tmp_path / "enc"
-    _random_adapter(tiny_model_dir, enc / "mntp", 1)
-    _random_adapter(tiny_model_dir, enc / "simcse", 2)
-    (enc / "manifest.json").write_text(json.dumps({"kind": "llm2vec-search.encoder", "base_model": str(tiny_model_dir),
-                                                   "adapters": ["mntp", "simcse"]}))
-    return enc
-
-
 def _entries(tmp_path) -> list[Path]:
     root = tmp_path / "home" / "merged"
     return sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
