@@ -2,6 +2,7 @@
 
 import json
 import random
+import shutil
 import warnings
 from pathlib import Path
 
@@ -210,6 +211,17 @@ def test_simcse_then_supervised_chain_and_reload(tiny_model_dir, text_file, tmp_
     assert size(exported) < 0.6 * size(sup)
     np.testing.assert_allclose(load_encoder(str(exported), dtype="fp32", device="cpu").encode(texts),
                                via_manifest, atol=2e-3)
+
+    # An incomplete encoder (an adapter swapped for a pruned checkpoint's) is refused with one line,
+    # before anything is written: neither the destination nor a temporary folder is left.
+    broken = tmp_path / "broken"
+    shutil.copytree(sup, broken)
+    (broken / "supervised" / "adapter_config.json").unlink()
+    with pytest.raises(UsageError, match="lacks supervised/adapter_config.json"):
+        export_encoder(broken, tmp_path / "out")
+    with pytest.raises(UsageError, match="not an encoder directory"):
+        export_encoder(tmp_path / "nowhere", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
 
 
 def test_batch_views_drop_false_negatives():

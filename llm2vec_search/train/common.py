@@ -251,22 +251,33 @@ def export_encoder(src: Path, dst: Path, dtype: str = "fp16") -> Path:
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     if dtype not in dtypes:
         raise UsageError(f"unknown dtype {dtype!r}; valid: {', '.join(dtypes)}")
-    manifest = read_json(src / "manifest.json")
+    try:
+        manifest = read_json(src / "manifest.json")
+    except (OSError, ValueError):
+        manifest = {}
     if manifest.get("kind") != ENCODER_MANIFEST_KIND:
-        raise UsageError(f"{src} is not an encoder directory")
+        raise UsageError(f"{src} is not an encoder directory (no readable encoder manifest.json)")
+    for name in manifest["adapters"]:
+        for file in ("adapter_config.json", "adapter_model.safetensors"):
+            if not (src / name / file).is_file():
+                raise UsageError(f"{src} lacks {name}/{file}: not a complete encoder directory; nothing exported")
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in manifest["adapters"]:
-        (tmp / name).mkdir()
-        shutil.copy2(src / name / "adapter_config.json", tmp / name / "adapter_config.json")
-        tensors = load_file(src / name / "adapter_model.safetensors")
-        save_file({k: v.to(dtypes[dtype]).contiguous() for k, v in tensors.items()},
-                  tmp / name / "adapter_model.safetensors", metadata={"format": "pt"})
-    manifest["adapter_dtype"] = dtype
-    write_json_atomic(tmp / "manifest.json", manifest)
-    if (src / "README.md").is_file():
-        shutil.copy2(src / "README.md", tmp / "README.md")
+    try:
+        for name in manifest["adapters"]:
+            (tmp / name).mkdir()
+            shutil.copy2(src / name / "adapter_config.json", tmp / name / "adapter_config.json")
+            tensors = load_file(src / name / "adapter_model.safetensors")
+            save_file({k: v.to(dtypes[dtype]).contiguous() for k, v in tensors.items()},
+                      tmp / name / "adapter_model.safetensors", metadata={"format": "pt"})
+        manifest["adapter_dtype"] = dtype
+        write_json_atomic(tmp / "manifest.json", manifest)
+        if (src / "README.md").is_file():
+            shutil.copy2(src / "README.md", tmp / "README.md")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
     return dst
