@@ -175,11 +175,16 @@ cp runs/roundB-export/supervised/* llm2vec_search/encoders/llm2vec-smollm2-135m/
 
 # 13. Round D (tried, not shipped; model card): round C's command (v5's supervised adapter + 60
 #     steps, seed 43, all of step 12's Wikipedia triplets) with documents at 256 tokens, not 128.
-$L2V train supervised --model runs/stage-simcse --output runs/roundD \
-  --init-adapter llm2vec_search/encoders/llm2vec-smollm2-135m/supervised \
-  --squad "$DATA/squad/train-v1.1.reconstructed.json.gz" --squad-pairs 1500 \
-  --jsonl runs/wiki-title.jsonl --jsonl runs/wiki-sentence.jsonl \
-  "${GENERAL_MIX[@]}" \
-  --steps 60 --batch-size 32 --mini-batch 16 --lr 1e-4 --warmup-steps 5 --max-length 256 \
-  --lora-dropout 0 --save-every 10 --seed 43
+ROUND_C=(--model runs/stage-simcse --init-adapter llm2vec_search/encoders/llm2vec-smollm2-135m/supervised
+  --squad "$DATA/squad/train-v1.1.reconstructed.json.gz" --squad-pairs 1500
+  --jsonl runs/wiki-title.jsonl --jsonl runs/wiki-sentence.jsonl
+  "${GENERAL_MIX[@]}" --mini-batch 16 --lora-dropout 0 --seed 43)
+$L2V train supervised "${ROUND_C[@]}" --output runs/roundD \
+  --steps 60 --batch-size 32 --lr 1e-4 --warmup-steps 5 --max-length 256 --save-every 10
 $L2V train export runs/roundD/encoder runs/roundD-export
+
+# 14. Round E (tried, not shipped; model card): round C's command (v5's supervised adapter, seed 43,
+#     128 tokens) at batch 128 for 30 steps (3,840 pairs), lr 2e-4: the batch-size question.
+$L2V train supervised "${ROUND_C[@]}" --output runs/roundE \
+  --steps 30 --batch-size 128 --lr 2e-4 --warmup-steps 3 --max-length 128 --save-every 5
+$L2V train export runs/roundE/encoder runs/roundE-export
