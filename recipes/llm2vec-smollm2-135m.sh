@@ -188,3 +188,8 @@ $L2V train export runs/roundD/encoder runs/roundD-export
 $L2V train supervised "${ROUND_C[@]}" --output runs/roundE \
   --steps 30 --batch-size 128 --lr 2e-4 --warmup-steps 3 --max-length 128 --save-every 5
 $L2V train export runs/roundE/encoder runs/roundE-export
+
+# 15. Round F (tried, not shipped; model card): round C's pairs (1,920) and lr at batch 128.
+$L2V train supervised "${ROUND_C[@]}" --output runs/roundF \
+  --steps 15 --batch-size 128 --lr 1e-4 --warmup-steps 2 --max-length 128 --save-every 5
+$L2V train export runs/roundF/encoder runs/roundF-export
