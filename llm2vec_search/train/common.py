@@ -255,9 +255,9 @@ def export_encoder(src: Path, dst: Path, dtype: str = "fp16") -> Path:
         manifest = read_json(src / "manifest.json")
     except (OSError, ValueError):
         manifest = {}
-    if manifest.get("kind") != ENCODER_MANIFEST_KIND:
+    if not isinstance(manifest, dict) or manifest.get("kind") != ENCODER_MANIFEST_KIND:
         raise UsageError(f"{src} is not an encoder directory (no readable encoder manifest.json)")
-    for name in manifest["adapters"]:
+    for name in manifest.get("adapters", []):
         for file in ("adapter_config.json", "adapter_model.safetensors"):
             if not (src / name / file).is_file():
                 raise UsageError(f"{src} lacks {name}/{file}: not a complete encoder directory; nothing exported")
