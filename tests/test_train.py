@@ -222,6 +222,7 @@ def test_simcse_then_supervised_chain_and_reload(tiny_model_dir, text_file, tmp_
     with pytest.raises(UsageError, match="not an encoder directory"):
         export_encoder(tmp_path / "nowhere", tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
+    assert not [p.name for p in tmp_path.iterdir() if "out" in p.name]  # no temporary folder either
 
 
 def test_batch_views_drop_false_negatives():

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..manifest import library_versions, read_json, sha256_file, write_json_atomic
+from ..manifest import atomic, library_versions, read_json, sha256_file, write_json_atomic
 from ..models import ENCODER_MANIFEST_KIND, quiet_peft
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -257,16 +257,14 @@ def export_encoder(src: Path, dst: Path, dtype: str = "fp16") -> Path:
         manifest = {}
     if not isinstance(manifest, dict) or manifest.get("kind") != ENCODER_MANIFEST_KIND:
         raise UsageError(f"{src} is not an encoder directory (no readable encoder manifest.json)")
-    for name in manifest.get("adapters", []):
+    adapters = manifest.get("adapters", [])
+    for name in adapters:
         for file in ("adapter_config.json", "adapter_model.safetensors"):
             if not (src / name / file).is_file():
                 raise UsageError(f"{src} lacks {name}/{file}: not a complete encoder directory; nothing exported")
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        for name in manifest["adapters"]:
-            (tmp / name).mkdir()
+    with atomic(dst) as tmp:  # a unique temporary folder, renamed onto dst when done, removed on failure
+        for name in adapters:
+            (tmp / name).mkdir(parents=True)
             shutil.copy2(src / name / "adapter_config.json", tmp / name / "adapter_config.json")
             tensors = load_file(src / name / "adapter_model.safetensors")
             save_file({k: v.to(dtypes[dtype]).contiguous() for k, v in tensors.items()},
@@ -275,9 +273,4 @@ def export_encoder(src: Path, dst: Path, dtype: str = "fp16") -> Path:
         write_json_atomic(tmp / "manifest.json", manifest)
         if (src / "README.md").is_file():
             shutil.copy2(src / "README.md", tmp / "README.md")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(dst, ignore_errors=True)
-    os.replace(tmp, dst)
     return dst
